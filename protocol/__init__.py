@@ -1,0 +1,1 @@
+"""strobe protocol layer."""

@@ -1,0 +1,1 @@
+"""strobe training layer."""
