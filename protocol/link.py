@@ -1,0 +1,365 @@
+"""Sans-I/O selective-repeat ARQ: the same state machine runs on host and board.
+
+Modelled on BrainScaleS-2's HostARQ (sliding window, cumulative acks, fixed retransmission
+timeout, delayed acks). Go-back-N is not enough on a lossy link, so the receiver keeps frames that
+arrive out of order within its window and acks cumulatively; the sender retransmits only the
+oldest unacked frame, on timeout or after three duplicate acks. No I/O and no clock of its own:
+the caller passes `now` and moves the bytes (docs/protocol.md, "Link layer").
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from protocol.errors import ConfigError, LinkError
+from protocol.frames import Frame, FrameDecoder, encode_frame
+from protocol.wire import FRAME_MAX_PAYLOAD, SEQ_MODULUS, FrameFlag, FrameType
+
+_M = SEQ_MODULUS
+_EOM = int(FrameFlag.END_OF_MESSAGE)
+_DUP_ACK_THRESHOLD = 3
+SYN_NONCE_SIZE = 4  # bytes of the session nonce a SYN carries and its SYN_ACK echoes
+
+
+@dataclass
+class LinkStats:
+    """Counters of one Link; crc_errors / garbage_bytes mirror its frame decoder."""
+
+    frames_sent: int = 0
+    frames_received: int = 0
+    retransmits: int = 0  # every retransmitted DATA frame (timeouts and fast retransmits)
+    fast_retransmits: int = 0  # the subset triggered by duplicate acks
+    duplicates: int = 0  # DATA frames received again (already delivered or already buffered)
+    out_of_order: int = 0  # DATA frames buffered ahead of a gap
+    crc_errors: int = 0
+    garbage_bytes: int = 0
+    acks_sent: int = 0  # stand-alone ACK frames (piggy-backed acks are not counted)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    resets: int = 0  # link state resets caused by a peer's SYN
+    stall_resyncs: int = 0  # partial frames abandoned after stalling (corrupted length field)
+
+
+class LinkState(Enum):
+    ESTABLISHED = "established"  # also the implicit state of a fresh link: seq 0 on both sides
+    SYN_SENT = "syn_sent"  # connect() called, waiting for the matching SYN_ACK
+
+
+class _Outgoing:
+    __slots__ = ("channel", "flags", "payload", "sent_at", "retries", "fast")
+
+    def __init__(self, channel: int, flags: int, payload: bytes, sent_at: float) -> None:
+        self.channel = channel
+        self.flags = flags
+        self.payload = payload
+        self.sent_at = sent_at
+        self.retries = 0
+        self.fast = False  # a fast retransmit is due / was done for this frame
+
+
+class Link:
+    """One end of a reliable, ordered, message-oriented link over an unreliable byte pipe.
+
+    window: frames this end buffers out of order and grants the peer (<= 2^15 so that sequence
+    numbers mod 2^16 stay unambiguous); the sender keeps at most min(own, peer's) unacked.
+    rto: retransmission timeout in seconds. max_payload: fragment size of long messages.
+    max_retries: retransmissions of one frame (or SYNs) before poll() raises LinkError;
+    None retries for ever (the caller bounds time itself). ack_delay: how long an in-order
+    frame may wait for a piggy-back before a stand-alone ACK goes out (default rto / 5).
+    """
+
+    def __init__(
+        self,
+        *,
+        window: int = 64,
+        rto: float = 0.05,
+        max_payload: int = 16384,
+        max_retries: int | None = None,
+        ack_delay: float | None = None,
+    ) -> None:
+        if not 1 <= window <= _M // 2:
+            raise ConfigError(f"link window must be 1..{_M // 2} frames, got {window}")
+        if not rto > 0:
+            raise ConfigError(f"link rto must be > 0 seconds, got {rto}")
+        if not 1 <= max_payload <= FRAME_MAX_PAYLOAD:
+            raise ConfigError(
+                f"max_payload must be 1..{FRAME_MAX_PAYLOAD} bytes, got {max_payload}"
+            )
+        if max_retries is not None and max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0 or None, got {max_retries}")
+        if ack_delay is None:
+            ack_delay = rto / 5
+        if not 0 <= ack_delay < rto:
+            raise ConfigError(f"ack_delay must be in [0, rto), got {ack_delay}")
+        self.window = window
+        self.rto = rto
+        self.max_payload = max_payload
+        self.max_retries = max_retries
+        self.ack_delay = ack_delay
+        self.stall_timeout = 4 * rto  # a partial frame older than this is abandoned
+        self.stats = LinkStats()
+        self._decoder = FrameDecoder()
+        self._state = LinkState.ESTABLISHED
+        self._my_nonce = b""  # nonce of our own connect()
+        self._peer_nonce: bytes | None = None  # nonce of the last SYN we accepted
+        self._syn_due = 0.0
+        self._syn_retries = 0
+        self._syn_acks: list[bytes] = []  # SYN_ACKs to emit at the next poll
+        self._partial_since: float | None = None
+        self._now = 0.0
+        self._reset()
+
+    # ------------------------------------------------------------------ state
+    def _reset(self) -> None:
+        """Sequence state of both directions back to 0; queued and partial data dropped."""
+        self._next_seq = 0
+        self._base = 0
+        self._unacked: dict[int, _Outgoing] = {}
+        self._queue: deque[tuple[int, int, bytes]] = deque()
+        self._dup_acks = 0
+        self._peer_window = self.window
+        self._expected = 0
+        self._ooo: dict[int, Frame] = {}
+        self._parts: dict[int, list[bytes]] = {}
+        self._ack_due: float | None = None
+        self._rx_since_ack = 0
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    @property
+    def idle(self) -> bool:
+        """Everything sent was acked (and the link is established)."""
+        return self._state is LinkState.ESTABLISHED and not self._queue and not self._unacked
+
+    @property
+    def in_flight(self) -> int:
+        """DATA frames sent and not yet acked."""
+        return len(self._unacked)
+
+    def connect(self, now: float, nonce: bytes | None = None) -> None:
+        """(Re)start the link: drop all state, send SYN until the peer's matching SYN_ACK.
+
+        Messages passed to send() afterwards wait until the link is established. `nonce`
+        (4 bytes) tells sessions apart; a random one by default.
+        """
+        if nonce is None:
+            nonce = secrets.token_bytes(SYN_NONCE_SIZE)
+        if len(nonce) != SYN_NONCE_SIZE:
+            raise ConfigError(f"SYN nonce must be {SYN_NONCE_SIZE} bytes, got {len(nonce)}")
+        self._reset()
+        self._state = LinkState.SYN_SENT
+        self._my_nonce = bytes(nonce)
+        self._syn_due = now
+        self._syn_retries = 0
+        self._now = now
+
+    # ------------------------------------------------------------------ sending
+    def send(self, channel: int, message: bytes, now: float) -> None:
+        """Queue one message; it is cut into frames of max_payload, the last one flagged EOM."""
+        if not 0 <= channel <= 255:
+            raise ConfigError(f"channel must be 0..255, got {channel}")
+        data = bytes(message)
+        mp = self.max_payload
+        if len(data) <= mp:
+            self._queue.append((channel, _EOM, data))
+        else:
+            last = (len(data) - 1) // mp * mp
+            for i in range(0, last, mp):
+                self._queue.append((channel, 0, data[i : i + mp]))
+            self._queue.append((channel, _EOM, data[last:]))
+        self.stats.messages_sent += 1
+        self._now = now
+
+    def _emit(self, out: list[bytes], frame: Frame) -> None:
+        raw = encode_frame(frame)
+        out.append(raw)
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(raw)
+
+    def _emit_data(self, out: list[bytes], seq: int, o: _Outgoing) -> None:
+        self._emit(
+            out,
+            Frame(FrameType.DATA, o.channel, o.flags, seq, self._expected, self.window, o.payload),
+        )
+        self._ack_due = None  # the ack rides along
+        self._rx_since_ack = 0
+
+    def poll(self, now: float) -> bytes:
+        """Wire bytes to transmit now: SYN/SYN_ACK, due retransmission, new frames, ack.
+
+        Raises LinkError when a frame (or SYN) was retransmitted max_retries times unanswered.
+        """
+        self._now = now
+        out: list[bytes] = []
+        for nonce in self._syn_acks:
+            self._emit(out, Frame(FrameType.SYN_ACK, window=self.window, payload=nonce))
+        self._syn_acks.clear()
+        if self._state is LinkState.SYN_SENT:
+            if now >= self._syn_due:
+                if self.max_retries is not None and self._syn_retries > self.max_retries:
+                    raise LinkError(
+                        f"peer did not answer SYN after {self._syn_retries} tries "
+                        f"({self.rto:g} s apart)"
+                    )
+                self._emit(out, Frame(FrameType.SYN, window=self.window, payload=self._my_nonce))
+                self._syn_retries += 1
+                self._syn_due = now + self.rto
+            return b"".join(out)
+        if self._unacked:
+            o = self._unacked[self._base]
+            fast_due = o.fast and o.retries == 0
+            if fast_due or now >= o.sent_at + self.rto:
+                if self.max_retries is not None and o.retries >= self.max_retries:
+                    raise LinkError(
+                        f"no ack for frame seq {self._base} after {o.retries} retransmissions "
+                        f"(rto {self.rto:g} s): peer dead or link broken"
+                    )
+                o.retries += 1
+                o.sent_at = now
+                self.stats.retransmits += 1
+                if fast_due:
+                    self.stats.fast_retransmits += 1
+                self._emit_data(out, self._base, o)
+        limit = min(self.window, self._peer_window)
+        queue = self._queue
+        while queue and len(self._unacked) < limit:
+            channel, flags, payload = queue.popleft()
+            o = _Outgoing(channel, flags, payload, now)
+            seq = self._next_seq
+            self._unacked[seq] = o
+            self._next_seq = (seq + 1) % _M
+            self._emit_data(out, seq, o)
+        if self._ack_due is not None and now >= self._ack_due:
+            self._emit(out, Frame(FrameType.ACK, ack=self._expected, window=self.window))
+            self.stats.acks_sent += 1
+            self._ack_due = None
+            self._rx_since_ack = 0
+        return b"".join(out)
+
+    def next_deadline(self) -> float | None:
+        """When poll() must be called next; None when nothing is pending."""
+        now = self._now
+        times: list[float] = []
+        if self._syn_acks:
+            times.append(now)
+        if self._state is LinkState.SYN_SENT:
+            times.append(self._syn_due)
+            return min(times)
+        if self._unacked:
+            o = self._unacked[self._base]
+            times.append(now if (o.fast and o.retries == 0) else o.sent_at + self.rto)
+        if self._queue and len(self._unacked) < min(self.window, self._peer_window):
+            times.append(now)
+        if self._ack_due is not None:
+            times.append(self._ack_due)
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------ receiving
+    def receive(self, data: bytes, now: float) -> list[tuple[int, bytes]]:
+        """Feed received wire bytes; returns complete messages (channel, bytes), in order, once."""
+        self._now = now
+        dec = self._decoder
+        self.stats.bytes_received += len(data)
+        frames = dec.feed(data)
+        if dec.pending_frame:
+            if frames or self._partial_since is None:
+                self._partial_since = now
+            elif now - self._partial_since >= self.stall_timeout:
+                # a corrupted length field claims bytes that will never come: rescan behind it
+                self.stats.stall_resyncs += 1
+                frames = dec.skip_pending()
+                self._partial_since = now if dec.pending_frame else None
+        else:
+            self._partial_since = None
+        messages: list[tuple[int, bytes]] = []
+        for frame in frames:
+            self._handle(frame, now, messages)
+        self.stats.crc_errors = dec.crc_errors
+        self.stats.garbage_bytes = dec.garbage_bytes
+        return messages
+
+    def _handle(self, f: Frame, now: float, messages: list[tuple[int, bytes]]) -> None:
+        self.stats.frames_received += 1
+        ftype = f.type
+        if ftype is FrameType.SYN:
+            if f.payload != self._peer_nonce:  # a new session; a repeated SYN only re-answers
+                self._reset()
+                self._peer_nonce = f.payload
+                self.stats.resets += 1
+            self._peer_window = max(1, f.window)
+            self._syn_acks.append(f.payload)
+            return
+        if ftype is FrameType.SYN_ACK:
+            if self._state is LinkState.SYN_SENT and f.payload == self._my_nonce:
+                self._state = LinkState.ESTABLISHED
+                self._peer_window = max(1, f.window)
+            return
+        if self._state is LinkState.SYN_SENT:
+            return  # left over from the previous session
+        self._peer_window = max(1, f.window)
+        self._on_ack(f.ack, pure=ftype is FrameType.ACK)
+        if ftype is FrameType.DATA:
+            self._on_data(f, now, messages)
+
+    def _on_ack(self, ack: int, pure: bool) -> None:
+        outstanding = (self._next_seq - self._base) % _M
+        d = (ack - self._base) % _M
+        if d == 0:
+            # only stand-alone ACKs count as duplicates: data frames repeat acks naturally
+            if pure and outstanding:
+                self._dup_acks += 1
+                if self._dup_acks == _DUP_ACK_THRESHOLD:
+                    self._unacked[self._base].fast = True
+            return
+        if d > outstanding:
+            return  # stale (reordered) or bogus ack
+        unacked = self._unacked
+        base = self._base
+        for i in range(d):
+            del unacked[(base + i) % _M]
+        self._base = ack
+        self._dup_acks = 0
+
+    def _on_data(self, f: Frame, now: float, messages: list[tuple[int, bytes]]) -> None:
+        d = (f.seq - self._expected) % _M
+        if d == 0:
+            self._deliver(f, messages)
+            filled = False
+            while self._expected in self._ooo:
+                self._deliver(self._ooo.pop(self._expected), messages)
+                filled = True
+            self._rx_since_ack += 1
+            if filled or self._rx_since_ack >= max(1, min(self.window, self._peer_window) // 4):
+                self._ack_due = now
+            elif self._ack_due is None:
+                self._ack_due = now + self.ack_delay
+        elif d < self.window:
+            if f.seq in self._ooo:
+                self.stats.duplicates += 1
+            else:
+                self._ooo[f.seq] = f
+                self.stats.out_of_order += 1
+            self._ack_due = now  # tell the sender about the gap at once
+        else:
+            self.stats.duplicates += 1  # already delivered: our ack was probably lost
+            self._ack_due = now
+
+    def _deliver(self, f: Frame, messages: list[tuple[int, bytes]]) -> None:
+        self._expected = (self._expected + 1) % _M
+        if f.flags & _EOM:
+            parts = self._parts.pop(f.channel, None)
+            if parts is None:
+                messages.append((f.channel, f.payload))
+            else:
+                parts.append(f.payload)
+                messages.append((f.channel, b"".join(parts)))
+            self.stats.messages_received += 1
+        else:
+            self._parts.setdefault(f.channel, []).append(f.payload)
