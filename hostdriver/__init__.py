@@ -1,1 +1,35 @@
-"""strobe hostdriver layer."""
+"""strobe hostdriver layer: connect(url) -> Board, transports, the link driver."""
+
+from __future__ import annotations
+
+import os
+
+from hostdriver.board import Board, BoardInfo
+from hostdriver.link_driver import LinkDriver
+from hostdriver.transports import open_transport
+from hostdriver.url import DEFAULT_URL, ENV_VAR, parse_board_url
+
+__all__ = ["Board", "BoardInfo", "LinkDriver", "connect", "resolve_url"]
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The board URL to use: `url`, else $STROBE_BOARD, else emu://."""
+    if url is None:
+        url = os.environ.get(ENV_VAR) or DEFAULT_URL
+    return url
+
+
+def connect(url: str | None = None, *, timeout: float = 2.0) -> Board:
+    """Open the board at `url` (None: $STROBE_BOARD or emu://), handshake, return a Board.
+
+    timeout bounds every wait for the board (handshake, replies): a dead link or a silent
+    board raises LinkError within it. ConfigError for a malformed URL, BoardError for a
+    board that speaks another protocol version.
+    """
+    parsed = parse_board_url(resolve_url(url))
+    transport = open_transport(parsed, timeout=timeout)
+    try:
+        return Board(LinkDriver(transport, timeout=timeout), str(parsed))
+    except BaseException:
+        transport.close()
+        raise

@@ -1,0 +1,62 @@
+"""In-process transport: the emulator's BoardEndpoint in this process, still fed wire bytes.
+
+Synchronous: write() hands the bytes to the endpoint (which may execute a whole program before
+returning), read() collects what it transmits. Time is the monotonic clock, so the emulator's
+own timers (delayed acks, retransmissions, injected delays) run in real time as on a board.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from hostdriver.transports.base import Transport
+
+
+class Endpoint(Protocol):
+    """The board side: emulator.endpoint.BoardEndpoint satisfies it."""
+
+    def receive(self, data: bytes, now: float) -> Any: ...
+    def transmit(self, now: float) -> bytes: ...
+    def next_deadline(self) -> float | None: ...
+
+
+class InProcessTransport(Transport):
+    """Byte pipe into an emulator endpoint living in this process."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        url: str = "emu://",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(url)
+        self.endpoint = endpoint
+        self._clock = clock
+        self._sleep = sleep
+
+    def _write(self, data: bytes) -> None:
+        self.endpoint.receive(data, self._clock())
+
+    def _read(self, timeout: float) -> bytes:
+        now = self._clock()
+        limit = now + timeout
+        while True:
+            out = self.endpoint.transmit(now)
+            if out:
+                return bytes(out)
+            if now >= limit:
+                return b""
+            due = self.endpoint.next_deadline()
+            wake = limit if due is None else min(due, limit)
+            # a deadline already due that produced nothing must not make this loop spin
+            self._sleep(max(wake - now, 1e-4))
+            now = self._clock()
+
+    def _close(self) -> None:
+        close = getattr(self.endpoint, "close", None)
+        if callable(close):
+            close()
