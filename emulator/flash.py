@@ -27,6 +27,7 @@ from protocol.firmware_image import (
     EMULATOR_BOARD_KIND,
     HEADER_SIZE,
     IMAGE_MAGIC,
+    ImageHeader,
     make_image,
     parse_header,
     unpack_version,
@@ -323,7 +324,7 @@ class FlashModel:
         self.fell_back = False
         for slot in order:
             check = self.check_slot(slot)
-            if check.state != SlotState.VALID or check.board_kind != self.board_kind:
+            if check.state != SlotState.VALID:
                 continue
             if record and slot == record.active_slot and check.image_crc != record.image_crc:
                 continue  # the slot no longer holds what the record activated
@@ -357,23 +358,21 @@ class FlashModel:
             except FlashError:
                 check = _SlotCheck(SlotState.INVALID, bad_offset=0)
             else:
-                check = self._check_payload(base, size, raw, header)
+                check = self._check_payload(base, size, header)
         self._checks[slot] = check
         return check
 
-    def _check_payload(self, base: int, size: int, raw: bytes, header) -> _SlotCheck:
+    def _check_payload(self, base: int, size: int, header: ImageHeader) -> _SlotCheck:
+        version, kind = header.firmware_version, header.board_kind
+        if kind != self.board_kind:  # intact maybe, but not bootable on this board
+            return _SlotCheck(SlotState.INVALID, version, board_kind=kind, bad_offset=24)
         if header.image_length > size:
-            return _SlotCheck(SlotState.INVALID, header.firmware_version, bad_offset=size)
+            return _SlotCheck(SlotState.INVALID, version, board_kind=kind, bad_offset=size)
         payload_crc = _crc_range(self.chip, base + HEADER_SIZE, header.payload_length)
         if payload_crc != header.payload_crc:
-            return _SlotCheck(SlotState.INVALID, header.firmware_version, bad_offset=HEADER_SIZE)
-        return _SlotCheck(
-            SlotState.VALID,
-            header.firmware_version,
-            header.image_length,
-            _crc_range(self.chip, base, header.image_length),
-            header.board_kind,
-        )
+            return _SlotCheck(SlotState.INVALID, version, board_kind=kind, bad_offset=HEADER_SIZE)
+        image_crc = _crc_range(self.chip, base, header.image_length)
+        return _SlotCheck(SlotState.VALID, version, header.image_length, image_crc, kind)
 
     # ---------------------------------------------------------------- control packets
     def handlers(self) -> dict[int, Callable[[bytes], bytes]]:
@@ -508,10 +507,10 @@ class FlashModel:
         if slot >= self.geometry.n_slots:
             raise _Refused(FlashStatus.BAD_REQUEST, slot)
         check = self.check_slot(slot)
+        if check.board_kind and check.board_kind != self.board_kind:
+            raise _Refused(FlashStatus.WRONG_BOARD, 0)
         if check.state != SlotState.VALID:
             raise _Refused(FlashStatus.BAD_IMAGE, check.bad_offset)
-        if check.board_kind != self.board_kind:
-            raise _Refused(FlashStatus.WRONG_BOARD, check.board_kind)
         if slot != self.active_slot:
             self._switch_boot_record(slot, check)
         length = check.image_length
