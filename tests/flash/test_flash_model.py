@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 import zlib
 
 import pytest
 from conftest import SMALL, ModelPort, image
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from emulator.flash import (
     BootRecord,
@@ -224,3 +227,53 @@ def test_no_bootable_image(flash_file):
 
     result = FlashClient(ModelPort(m)).flash(image(1000, "4.0.0"))
     assert result.slot == 0 and m.firmware_version_text == "4.0.0"
+
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("erase"), st.integers(0, 2), st.integers(0, 70), st.integers(0, 70)),
+        st.tuples(st.just("write"), st.integers(0, 2), st.integers(0, 70), st.integers(0, 600)),
+        st.tuples(st.just("image"), st.integers(0, 1), st.integers(0, 3)),
+        st.tuples(st.just("activate"), st.integers(0, 2)),
+        st.tuples(st.just("fault"), st.integers(0, 3)),
+        st.tuples(st.just("poll")),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=_ops)
+def test_random_operations_never_unboot_the_board(ops):
+    """Whatever a host sends, the board boots the last image it activated, byte for byte."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/f.flash"
+        m = FlashModel(path, geometry=SMALL, erase_pages_per_poll=16)
+        active, version = 0, "1.0.0"
+        content = m.chip.read(SMALL.slot_base(0), SMALL.slot_size)
+        for op in ops:
+            if op[0] == "erase":
+                ask(m, FlashKind.ERASE, slot=op[1], offset=op[2] * 256, length=op[3] * 256)
+            elif op[0] == "write":
+                ask(m, FlashKind.WRITE, slot=op[1], offset=op[2] * 256, data=b"\x5a" * op[3])
+            elif op[0] == "image":
+                data = image(2000, f"2.0.{op[2]}", seed=op[2]).data
+                erase(m, op[1], 0, 8 * 256)
+                for off in range(0, len(data), 256):
+                    ask(m, FlashKind.WRITE, slot=op[1], offset=off, data=data[off : off + 256])
+            elif op[0] == "activate":
+                reply = ask(m, FlashKind.ACTIVATE, slot=op[1])
+                if reply["status"] == FlashStatus.OK:
+                    event("switched")
+                    active, version = op[1], m.firmware_version_text
+                    content = m.chip.read(SMALL.slot_base(active), SMALL.slot_size)
+            elif op[0] == "fault":
+                ask(m, FlashKind.FAULT, fail_write=op[1])
+            else:
+                ask(m, FlashKind.POLL)
+            assert m.active_slot == active
+        m.close()
+        again = FlashModel(path, geometry=SMALL)
+        assert again.active_slot == active and again.firmware_version_text == version
+        assert again.chip.read(SMALL.slot_base(active), SMALL.slot_size) == content
+        again.close()
