@@ -284,6 +284,11 @@ class RegisterFile:
         return values, [(int(addrs[i]), ErrorCode(int(codes[i]))) for i in bad]
 
     # ------------------------------------------------------------------ board-side updates
+    def set_firmware_word(self, word: int) -> None:
+        """FIRMWARE_VERSION as the board now reports it (it changes when flash boots another
+        image); read-only to the host, so this is the only way it changes."""
+        self._system[SystemReg.FIRMWARE_VERSION] = int(word) & 0xFFFFFFFF
+
     def add_spike_counts(self, counts: np.ndarray) -> None:
         """Add per-circuit spike counts: 8-bit counters saturate at 255 and set the overflow bit."""
         counts = np.asarray(counts, np.int64).reshape(-1)

@@ -1,0 +1,708 @@
+"""The FPGA's playback executor: one program (u64 instruction words) in, one trace out.
+
+Everything is vectorised over instructions: the playback timer of every instruction comes from a
+cumulative maximum over WAIT_UNTIL targets (segmented at TIMER_RESET), register accesses are bulk
+numpy operations, all episodes between two register writes go to the analog core in one
+EpisodeBatch, and trace records are produced as arrays and put in time order with one lexsort.
+Python loops run only over "sync points" (barriers that wait, groups of episodes split by writes,
+runs of writes vs reads), never over words or events.
+
+Semantics (docs/protocol.md is the reference; choices made here are listed in the report of
+`Executor.run`):
+- Instructions take no time; only WAIT_UNTIL advances the timer, BARRIER waits for scheduled ADC
+  samples, HALT is an implicit barrier. The timer persists between programs (TIMER_RESET zeroes it).
+- Errors never raise: they become ERROR records. Address errors and TIME_IN_PAST skip the one
+  access/wait; BAD_INSTRUCTION and TRUNCATED_PROGRAM stop execution there. The trace always ends
+  with HALT; its status is 0 only if the trace holds no ERROR record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emulator.registers import MADC_VALID_MASK, RegisterFile
+from protocol.addressmap import BLOCK_SHIFT, Block, address
+from protocol.wire import (
+    CADC_CHANNELS,
+    CADC_DATA_WORDS,
+    CADC_SAMPLES_PER_WORD,
+    LABEL_MASK,
+    OPCODE_SHIFT,
+    TIMESTAMP_BITS,
+    TIMESTAMP_MASK,
+    ErrorCode,
+    Instr,
+    Rec,
+    SystemOp,
+)
+
+M32 = 0xFFFFFFFF
+M56 = (1 << 56) - 1
+COUNT24 = 0xFFFFFF
+MADC_CONFIG_ADDR = address(Block.MADC_CONFIG, 0)
+MADC_MIN_PERIOD = 4
+HALT_OK = 0
+HALT_ERRORS = 1  # the program ran to its HALT, but the trace holds ERROR records
+HALT_ABORTED = 2  # execution stopped at a bad or truncated instruction (or no HALT)
+HALT_INTERNAL = 0x3FFF  # the emulator itself failed (see its stderr); nothing else is reliable
+
+_OP = {int(i): i for i in Instr}
+_KNOWN = np.zeros(256, bool)
+_KNOWN[[int(i) for i in Instr if i is not Instr.FLASH]] = True
+_SPIKE_N = np.zeros(256, np.int64)
+for _n, _op in enumerate((Instr.SPIKE1, Instr.SPIKE2, Instr.SPIKE3, Instr.SPIKE4), start=1):
+    _SPIKE_N[int(_op)] = _n
+_TIMED = np.zeros(256, bool)
+_TIMED[[int(Instr.TIMER_RESET), int(Instr.WAIT_UNTIL), int(Instr.SPIKE1), int(Instr.SPIKE2),
+        int(Instr.SPIKE3), int(Instr.SPIKE4), int(Instr.CADC_TRIGGER), int(Instr.CADC_SCHEDULE),
+        int(Instr.MADC_RECORD), int(Instr.BARRIER)]] = True
+_SYSTEM_OPS = {int(o) for o in SystemOp}
+_SPLITTING_SYSTEM_OPS = {int(SystemOp.CHIP_RESET), int(SystemOp.CLEAR_SPIKE_COUNTERS)}
+_CADC_BLOCK = 1 + CADC_DATA_WORDS
+_U64 = np.uint64
+
+
+def _rec(kind: Rec) -> int:
+    return int(kind) << OPCODE_SHIFT
+
+
+@dataclass
+class _Records:
+    """Trace records under construction: one row per record, sorted by (time, seq, sub)."""
+
+    elapsed: list[np.ndarray] = field(default_factory=list)  # i64 monotone program clock
+    seq: list[np.ndarray] = field(default_factory=list)  # i64 program position (x2, see below)
+    sub: list[np.ndarray] = field(default_factory=list)  # i64 tie-break
+    word: list[np.ndarray] = field(default_factory=list)  # u64 record word, time bits still 0
+    timed: list[np.ndarray] = field(default_factory=list)  # bool: low 42 bits carry the time
+    cadc_row: list[np.ndarray] = field(default_factory=list)  # i64 row in cadc samples, or -1
+
+    def add(self, elapsed, seq, sub, word, *, timed: bool, cadc_row=None) -> None:
+        n = np.asarray(word).size
+        if n == 0:
+            return
+        self.elapsed.append(np.broadcast_to(np.asarray(elapsed, np.int64), n))
+        self.seq.append(np.broadcast_to(np.asarray(seq, np.int64), n))
+        self.sub.append(np.broadcast_to(np.asarray(sub, np.int64), n))
+        self.word.append(np.broadcast_to(np.asarray(word, _U64), n))
+        self.timed.append(np.full(n, timed))
+        rows = np.full(n, -1, np.int64) if cadc_row is None else np.asarray(cadc_row, np.int64)
+        self.cadc_row.append(rows)
+
+
+@dataclass
+class ExecStats:
+    """What the last program did (for logs and tests)."""
+
+    words: int = 0
+    episodes: int = 0
+    core_runs: int = 0
+    errors: int = 0
+    status: int = HALT_OK
+    trace_words: int = 0
+
+
+class Executor:
+    """Runs playback programs against a RegisterFile and an analog core.
+
+    core: an object with `run(EpisodeBatch) -> EpisodeResult` (emulator.analog.AnalogCore); built
+    lazily from `regs.serial` on the first program that needs it when not given.
+    """
+
+    def __init__(self, regs: RegisterFile, core: object | None = None) -> None:
+        self.regs = regs
+        self._core = core
+        self.timer = 0  # playback timer after the last program, in ticks
+        self.stats = ExecStats()
+        self._noise = np.random.default_rng([int(regs.serial) & M32, int(regs.serial) >> 32, 0x7E])
+
+    @property
+    def core(self) -> object:
+        if self._core is None:
+            from emulator.analog import AnalogCore
+
+            self._core = AnalogCore(self.regs.serial, self.regs)
+        return self._core
+
+    def reset(self) -> None:
+        """Timer back to 0 (board reset)."""
+        self.timer = 0
+
+    # ------------------------------------------------------------------ entry points
+    def run(self, program: bytes) -> bytes:
+        """Execute one program message; returns the trace message (little-endian u64 words)."""
+        data = bytes(program)
+        n = len(data) // 8
+        words = np.frombuffer(data, "<u8", count=n).astype(_U64)
+        return self.run_words(words, truncated_bytes=len(data) % 8).astype("<u8").tobytes()
+
+    def run_words(self, words: np.ndarray, *, truncated_bytes: int = 0) -> np.ndarray:
+        return _Run(self, np.asarray(words, _U64).reshape(-1), truncated_bytes).execute()
+
+
+class _Run:
+    """State of one program execution (split out so Executor stays small and re-entrant)."""
+
+    def __init__(self, ex: Executor, words: np.ndarray, truncated_bytes: int) -> None:
+        self.ex = ex
+        self.regs = ex.regs
+        self.words = words
+        self.truncated_bytes = truncated_bytes
+        self.rec = _Records()
+        self.n_errors = 0
+
+    # ------------------------------------------------------------------ structure
+    def _validate(self) -> tuple[int, int, tuple[int, int, int] | None]:
+        """(end, status, stop error): words[:end] execute; error = (code, info16, info32)."""
+        w = self.words
+        n = w.size
+        op = (w >> _U64(OPCODE_SHIFT)).astype(np.int64)
+        self.op = op
+        is_data = op == Instr.DATA
+        nd = np.flatnonzero(~is_data)
+        self.nd = nd
+        run = np.append(nd[1:], n) - nd - 1  # DATA words following each non-DATA word
+        ndop = op[nd]
+        count = ((w[nd] >> _U64(32)) & _U64(COUNT24)).astype(np.int64)
+        need = np.where(ndop == Instr.WRITE, 1, np.where(ndop == Instr.WRITE_BLOCK, count, 0))
+        # candidate errors: (stop index, code, info16, info32)
+        cands: list[tuple[int, int, int, int]] = []
+        if n and is_data[0]:
+            cands.append((0, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), 0))
+
+        def first(mask: np.ndarray) -> int | None:
+            hit = np.flatnonzero(mask)
+            return int(hit[0]) if hit.size else None
+
+        k = first(~_KNOWN[ndop])
+        if k is not None:
+            cands.append((int(nd[k]), ErrorCode.BAD_INSTRUCTION, int(ndop[k]), int(nd[k])))
+        k = first(((ndop == Instr.WRITE_BLOCK) | (ndop == Instr.READ)) & (count == 0))
+        if k is not None:
+            cands.append((int(nd[k]), ErrorCode.BAD_INSTRUCTION, int(ndop[k]), int(nd[k])))
+        is_sys = ndop == Instr.SYSTEM
+        if is_sys.any():
+            sys_code = (w[nd] & _U64(0xFF)).astype(np.int64)
+            k = first(is_sys & ~np.isin(sys_code, list(_SYSTEM_OPS)))
+            if k is not None:
+                cands.append((int(nd[k]), ErrorCode.BAD_INSTRUCTION, int(ndop[k]), int(nd[k])))
+        k = first(run < need)
+        if k is not None:
+            cands.append((int(nd[k]), ErrorCode.TRUNCATED_PROGRAM, int(ndop[k]),
+                          int(nd[k] + 1 + run[k])))
+        k = first(run > need)
+        if k is not None:
+            stray = int(nd[k] + 1 + need[k])
+            cands.append((stray, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), stray))
+        halt = first(ndop == Instr.HALT)
+        halt_at = int(nd[halt]) if halt is not None else n
+        if self.truncated_bytes:
+            cands.append((n, ErrorCode.TRUNCATED_PROGRAM, 0, n))
+        cands = [c for c in cands if c[0] < halt_at or (halt is None and c[0] == n)]
+        if cands:
+            stop, code, info16, info32 = min(cands)
+            return stop, HALT_ABORTED, (int(code), info16, info32)
+        if halt is None:
+            return n, HALT_ABORTED, (int(ErrorCode.TRUNCATED_PROGRAM), 0, n)
+        if halt_at + 1 < n:  # words after HALT are not executed: say so
+            after = halt_at + 1
+            err = (int(ErrorCode.BAD_INSTRUCTION), int(op[after]), after)
+            return halt_at, HALT_ERRORS, err
+        return halt_at, HALT_OK, None
+
+    # ------------------------------------------------------------------ timing
+    def _times(self) -> None:
+        """Elapsed time (i64 ticks, monotone, ignores TIMER_RESET) at which each instruction
+        executes, segment offsets of TIMER_RESETs, ADC sample schedules and TIME_IN_PAST errors."""
+        I = self.I
+        op = self.op[I]
+        w = self.words[I]
+        n = I.size
+        t = np.where(op == Instr.WAIT_UNTIL, (w & _U64(M56)).astype(np.int64), 0)
+        is_wait = op == Instr.WAIT_UNTIL
+        is_reset = op == Instr.TIMER_RESET
+        # ADC durations (ticks from issue to last sample, +1: a sample completes after its tick)
+        is_cs = op == Instr.CADC_SCHEDULE
+        is_ct = op == Instr.CADC_TRIGGER
+        is_madc = op == Instr.MADC_RECORD
+        cs_count = ((w >> _U64(42)) & _U64(LABEL_MASK)).astype(np.int64)
+        cs_interval = (w & _U64(TIMESTAMP_MASK)).astype(np.int64)
+        madc_n = ((w >> _U64(32)) & _U64(COUNT24)).astype(np.int64)
+        madc_period, madc_cfg = self._madc_config_at(I[is_madc])
+        period = np.zeros(n, np.int64)
+        period[is_madc] = madc_period
+        bad_madc = is_madc & (period < MADC_MIN_PERIOD) & (madc_n > 0)
+        n_adc = np.where(is_cs, cs_count, 0) + is_ct + np.where(is_madc & ~bad_madc, madc_n, 0)
+        step = np.where(is_cs, cs_interval, np.where(is_madc, period, 0))
+        dur = np.where(n_adc > 0, (n_adc - 1) * step + 1, 0)
+        has_adc = n_adc > 0
+        barriers = np.flatnonzero(op == Instr.BARRIER)
+
+        e0 = self.ex.timer
+        state = (e0, 0, e0)  # (elapsed now, segment offset, pending ADC end)
+        e = np.empty(n, np.int64)
+        seg_off = np.empty(n, np.int64)
+        past = np.zeros(n, bool)
+        bounds = [0, *(barriers + 1).tolist(), n] if has_adc.any() else [0, n]
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if hi <= lo:
+                continue
+            now, off, pend = state
+            e_c, off_c, past_c = _chunk_times(now, off, t[lo:hi], is_wait[lo:hi],
+                                              is_reset[lo:hi])
+            if self._is_barrier(op, hi - 1):
+                e_c[-1] = max(e_c[-1], pend, _max_end(e_c, dur[lo:hi], has_adc[lo:hi]))
+            e[lo:hi] = e_c
+            seg_off[lo:hi] = off_c
+            past[lo:hi] = past_c
+            pend = max(pend, _max_end(e_c, dur[lo:hi], has_adc[lo:hi]))
+            state = (int(e_c[-1]), int(off_c[-1]), pend)
+        now, off, pend = state
+        self.e = e
+        self.seg_off = seg_off
+        self.e_halt = max(now, pend)
+        self.off_halt = off
+        self.past = past
+        self.dur = dur
+        self.is_cs, self.is_ct, self.is_madc = is_cs, is_ct, is_madc
+        self.cs_count, self.cs_interval = cs_count, cs_interval
+        self.madc_n, self.period, self.bad_madc = madc_n, period, bad_madc
+        self.madc_cfg = np.zeros(n, np.int64)
+        self.madc_cfg[is_madc] = madc_cfg
+
+    @staticmethod
+    def _is_barrier(op: np.ndarray, i: int) -> bool:
+        return 0 <= i < op.size and op[i] == Instr.BARRIER
+
+    def _madc_config_at(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """MADC period and config word in force at word indices `at` (earlier writes applied)."""
+        cur = int(self.regs.madc_config)
+        if at.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        pos, val = self._writes_to(MADC_CONFIG_ADDR)
+        ok = (val & ~MADC_VALID_MASK) == 0
+        pos, val = pos[ok], val[ok]
+        resets = self.I[(self.op[self.I] == Instr.SYSTEM)
+                        & ((self.words[self.I] & _U64(0xFF)) == SystemOp.CHIP_RESET)]
+        pos = np.concatenate([pos, resets])
+        val = np.concatenate([val, np.zeros(resets.size, np.int64)])
+        order = np.argsort(pos, kind="stable")
+        pos, val = pos[order], val[order]
+        k = np.searchsorted(pos, at) - 1
+        cfg = np.where(k >= 0, val[np.maximum(k, 0)] if val.size else cur, cur)
+        return cfg >> 16, cfg
+
+    def _writes_to(self, addr: int) -> tuple[np.ndarray, np.ndarray]:
+        """Word index of each write (WRITE/WRITE_BLOCK) of `addr` in the executed range, value."""
+        I = self.I
+        op = self.op[I]
+        w = self.words[I]
+        base = (w & _U64(M32)).astype(np.int64)
+        cnt = np.where(op == Instr.WRITE, 1, ((w >> _U64(32)) & _U64(COUNT24)).astype(np.int64))
+        hit = ((op == Instr.WRITE) | (op == Instr.WRITE_BLOCK)) & (base <= addr) & (
+            addr < base + cnt
+        )
+        at = I[hit]
+        data_idx = at + 1 + (addr - base[hit])
+        return at, (self.words[data_idx] & _U64(M32)).astype(np.int64)
+
+    # ------------------------------------------------------------------ register access
+    def _elements(self) -> None:
+        """Expand WRITE/WRITE_BLOCK/READ into per-word accesses in program order."""
+        I = self.I
+        op = self.op[I]
+        w = self.words[I]
+        end = self.end
+        # writes: every DATA word in the executed range belongs to the instruction before it
+        data_idx = np.flatnonzero(self.op[:end] == Instr.DATA)
+        owner_pos = np.searchsorted(I, data_idx) - 1
+        w_owner = I[owner_pos]
+        w_addr = (w[owner_pos] & _U64(M32)).astype(np.int64) + (data_idx - w_owner - 1)
+        w_val = (self.words[data_idx] & _U64(M32)).astype(np.int64)
+        # reads
+        is_read = op == Instr.READ
+        r_instr = I[is_read]
+        r_cnt = ((w[is_read] >> _U64(32)) & _U64(COUNT24)).astype(np.int64)
+        r_base = (w[is_read] & _U64(M32)).astype(np.int64)
+        tot = int(r_cnt.sum())
+        starts = np.cumsum(r_cnt) - r_cnt
+        r_off = np.arange(tot, dtype=np.int64) - np.repeat(starts, r_cnt)
+        r_owner = np.repeat(r_instr, r_cnt)
+        r_addr = np.repeat(r_base, r_cnt) + r_off
+        owner = np.concatenate([w_owner, r_owner])
+        sub = np.concatenate([data_idx - w_owner - 1, r_off])
+        order = np.lexsort((sub, owner))
+        self.el_owner = owner[order]
+        self.el_sub = sub[order]
+        self.el_addr = np.concatenate([w_addr, r_addr])[order]
+        self.el_val = np.concatenate([w_val, np.zeros(tot, np.int64)])[order]
+        self.el_read = np.concatenate([np.zeros(w_addr.size, bool), np.ones(tot, bool)])[order]
+        self.el_code = np.zeros(owner.size, np.uint8)
+        self.el_applied = 0
+        sys_mask = op == Instr.SYSTEM
+        self.sys_pos = I[sys_mask]
+        self.sys_code = (w[sys_mask] & _U64(0xFF)).astype(np.int64)
+        self.sys_applied = 0
+
+    def _split_positions(self) -> np.ndarray:
+        """Word indices of accesses after which a new episode group must start."""
+        blk = self.el_addr >> BLOCK_SHIFT
+        splitting = np.where(self.el_read, blk == Block.SPIKE_COUNTER, blk != Block.SYSTEM)
+        sys_split = np.isin(self.sys_code, list(_SPLITTING_SYSTEM_OPS))
+        return np.union1d(self.el_owner[splitting], self.sys_pos[sys_split])
+
+    def _apply_until(self, pos: int) -> None:
+        """Apply register accesses and system ops of words before index `pos`, in order."""
+        el_hi = int(np.searchsorted(self.el_owner, pos))
+        sys_hi = int(np.searchsorted(self.sys_pos, pos))
+        el_lo, sys_lo = self.el_applied, self.sys_applied
+        if el_hi == el_lo and sys_hi == sys_lo:
+            return
+        # runs of equal kind, cut at system ops
+        cuts = {el_lo, el_hi}
+        rd = self.el_read[el_lo:el_hi]
+        cuts.update((np.flatnonzero(rd[1:] != rd[:-1]) + 1 + el_lo).tolist())
+        sys_at = np.searchsorted(self.el_owner[el_lo:el_hi], self.sys_pos[sys_lo:sys_hi]) + el_lo
+        cuts.update(sys_at.tolist())
+        points = sorted(cuts)
+        si = sys_lo
+        for a, b in zip(points[:-1], points[1:], strict=True):
+            if b > a:
+                si = self._apply_sys(si, sys_hi, int(self.el_owner[a]))
+                self._apply_elements(a, b)
+        self._apply_sys(si, sys_hi, pos)
+        self.el_applied, self.sys_applied = el_hi, sys_hi
+
+    def _apply_sys(self, si: int, sys_hi: int, limit: int) -> int:
+        """Run the system ops at word indices below `limit`; returns the next one."""
+        while si < sys_hi and self.sys_pos[si] < limit:
+            code = self.sys_code[si]
+            if code == SystemOp.CHIP_RESET:
+                self.regs.chip_reset()
+            elif code == SystemOp.CLEAR_SPIKE_COUNTERS:
+                self.regs.clear_spike_counters()
+            si += 1
+        return si
+
+    def _apply_elements(self, a: int, b: int) -> None:
+        addr = self.el_addr[a:b]
+        if self.el_read[a]:
+            vals, codes = self.regs.read_array(addr.astype(_U64))
+            self.el_val[a:b] = vals
+        else:
+            codes = self.regs.write_array(addr.astype(_U64), self.el_val[a:b].astype(_U64))
+        self.el_code[a:b] = codes
+
+    # ------------------------------------------------------------------ episodes
+    def _stimuli(self) -> None:
+        """Injected spikes and requested ADC samples: elapsed time, issuing instruction."""
+        I = self.I
+        op = self.op[I]
+        w = self.words[I]
+        nspk = _SPIKE_N[op]
+        si = np.flatnonzero(nspk)
+        cnt = nspk[si]
+        rep = np.repeat(si, cnt)
+        k = np.arange(rep.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        shift = (42 - 14 * k).astype(np.uint64)
+        self.spk_from = rep  # position in I of the issuing instruction
+        self.spk_time = self.e[rep]
+        self.spk_label = ((w[rep] >> shift) & _U64(LABEL_MASK)).astype(np.uint16)
+        n_c = np.where(self.is_cs, self.cs_count, 0) + self.is_ct
+        ci = np.flatnonzero(n_c)
+        cc = n_c[ci]
+        j = np.arange(int(cc.sum())) - np.repeat(np.cumsum(cc) - cc, cc)
+        self.cadc_from = np.repeat(ci, cc)
+        self.cadc_time = self.e[self.cadc_from] + j * self.cs_interval[self.cadc_from]
+        n_m = np.where(self.is_madc & ~self.bad_madc, self.madc_n, 0)
+        mi = np.flatnonzero(n_m)
+        mc = n_m[mi]
+        j = np.arange(int(mc.sum())) - np.repeat(np.cumsum(mc) - mc, mc)
+        self.madc_from = np.repeat(mi, mc)
+        self.madc_time = self.e[self.madc_from] + j * self.period[self.madc_from]
+        self.madc_source = (self.madc_cfg[self.madc_from] >> 9) & 0x7
+
+    def _assign(self, times: np.ndarray, frm: np.ndarray) -> np.ndarray:
+        """Episode row of each event. An event happening when its instruction executes belongs
+        to the episode that instruction is in (program order); a later scheduled sample to the
+        last episode started at or before its time."""
+        by_time = np.searchsorted(self.ep_start, times, side="right") - 1
+        by_pos = np.searchsorted(self.ep_pos, self.I[frm], side="right") - 1
+        return np.where(times == self.e[frm], by_pos, by_time)
+
+    def _episodes(self) -> None:
+        """Episode starts (elapsed) and program positions; an implicit first episode starts at
+        the first timed instruction when events happen before any EPISODE_START."""
+        I = self.I
+        op = self.op[I]
+        es = np.flatnonzero(op == Instr.EPISODE_START)
+        self.ep_start = self.e[es]
+        self.ep_pos = I[es]
+        self.ep_index = ((self.words[self.ep_pos] >> _U64(42)) & _U64(LABEL_MASK)).astype(np.int64)
+        self.ep_explicit = np.ones(es.size, bool)
+        events = ((self.spk_time, self.spk_from), (self.cadc_time, self.cadc_from),
+                  (self.madc_time, self.madc_from))
+        early = any(bool((self._assign(t, f) < 0).any()) for t, f in events if t.size)
+        if early:
+            t0 = int(np.flatnonzero(_TIMED[op])[0])  # exists: some event was issued
+            e_before = int(self.e[t0 - 1]) if t0 > 0 else self.ex.timer
+            self.ep_start = np.concatenate([[e_before], self.ep_start]).astype(np.int64)
+            self.ep_pos = np.concatenate([[int(I[t0])], self.ep_pos]).astype(np.int64)
+            self.ep_index = np.concatenate([[-1], self.ep_index])
+            self.ep_explicit = np.concatenate([[False], self.ep_explicit])
+        self.spk_ep, self.cadc_ep, self.madc_ep = (self._assign(t, f) for t, f in events)
+        # episode ends: the next start, or HALT; never before the last event in the episode
+        n_ep = self.ep_start.size
+        end = np.append(self.ep_start[1:], self.e_halt).astype(np.int64)
+        for t, ep in ((self.spk_time, self.spk_ep), (self.cadc_time, self.cadc_ep),
+                      (self.madc_time, self.madc_ep)):
+            if t.size:
+                np.maximum.at(end, ep, t + 1)
+        self.ep_end = end
+        self.ep_next_pos = np.append(self.ep_pos[1:], np.iinfo(np.int64).max // 4)
+        self.n_episodes = n_ep
+
+    def _simulate(self) -> None:
+        """Run every episode group through the analog core, applying register ops in between."""
+        n_ep = self.n_episodes
+        # groups: a register write (or spike-counter read) between two episode starts splits
+        splits = self._split_positions()
+        k = np.searchsorted(self.ep_pos, splits, side="right")
+        new_group = np.zeros(n_ep, bool)
+        if n_ep:
+            new_group[0] = True
+            new_group[k[(k > 0) & (k < n_ep)]] = True
+        bounds = np.append(np.flatnonzero(new_group), n_ep)
+        self.out_spk: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.cadc_samples = np.zeros((self.cadc_time.size, CADC_CHANNELS), np.uint8)
+        self.madc_values = np.zeros(self.madc_time.size, np.uint16)
+        for g0, g1 in zip(bounds[:-1], bounds[1:], strict=True):
+            self._apply_until(int(self.ep_pos[g0]))
+            self._run_group(int(g0), int(g1))
+        self._apply_until(self.end)
+
+    def _run_group(self, g0: int, g1: int) -> None:
+        from emulator.analog import EpisodeBatch
+
+        ex = self.ex
+        start = self.ep_start[g0:g1]
+        sel_s = np.flatnonzero((self.spk_ep >= g0) & (self.spk_ep < g1))
+        sel_c = np.flatnonzero((self.cadc_ep >= g0) & (self.cadc_ep < g1))
+        sel_m = np.flatnonzero((self.madc_ep >= g0) & (self.madc_ep < g1))
+        s_ep = self.spk_ep[sel_s]
+        c_ep = self.cadc_ep[sel_c]
+        m_ep = self.madc_ep[sel_m]
+        batch = EpisodeBatch(
+            n_episodes=g1 - g0,
+            duration=(self.ep_end[g0:g1] - start).astype(np.uint64),
+            spike_episode=(s_ep - g0).astype(np.int32),
+            spike_time=(self.spk_time[sel_s] - self.ep_start[s_ep]).astype(np.uint64),
+            spike_label=self.spk_label[sel_s],
+            cadc_episode=(c_ep - g0).astype(np.int32),
+            cadc_time=(self.cadc_time[sel_c] - self.ep_start[c_ep]).astype(np.uint64),
+            madc_episode=(m_ep - g0).astype(np.int32),
+            madc_time=(self.madc_time[sel_m] - self.ep_start[m_ep]).astype(np.uint64),
+            noise_key=int(ex._noise.integers(0, 1 << 63)),
+        )
+        result = ex.core.run(batch)
+        self.core_runs += 1
+        out_ep = np.asarray(result.spike_episode, np.int64) + g0
+        out_t = self.ep_start[out_ep] + np.asarray(result.spike_time, np.int64)
+        self.out_spk.append((out_t, np.asarray(result.spike_label, np.int64), out_ep))
+        self.cadc_samples[sel_c] = np.asarray(result.cadc_samples, np.uint8).reshape(-1,
+                                                                                     CADC_CHANNELS)
+        self.madc_values[sel_m] = np.asarray(result.madc_values, np.uint16)
+        self.regs.add_spike_counts(np.asarray(result.spike_counts))
+
+    # ------------------------------------------------------------------ trace
+    def _async_seq(self, times: np.ndarray, ep: np.ndarray) -> np.ndarray:
+        """Sort position of an event at elapsed `times` in episode row `ep`: after every
+        instruction executed at or before it, but inside its episode (odd: never ties with an
+        instruction's own records, which sort at 2 * word index)."""
+        after = np.searchsorted(self.e, times, side="right")
+        pos = np.append(self.I, self.end)[after]
+        return np.clip(2 * pos - 1, 2 * self.ep_pos[ep] + 1, 2 * self.ep_next_pos[ep] - 1)
+
+    def _error(self, code: int, info16, info32, elapsed, seq, sub=0) -> None:
+        info16 = np.asarray(info16, np.int64) & 0xFFFF
+        info32 = np.asarray(info32, np.int64) & M32
+        word = (_rec(Rec.ERROR) | (int(code) << 48) | (info16 << 32) | info32).astype(_U64)
+        self.rec.add(elapsed, seq, sub, word, timed=False)
+        self.n_errors += word.size
+
+    def _collect(self) -> None:
+        rec = self.rec
+        I = self.I
+        e = self.e
+        op = self.op[I]
+        pos_e = np.zeros(self.words.size + 1, np.int64)
+        pos_e[I] = e
+        # TIME_SYNC(0) at each TIMER_RESET
+        r = np.flatnonzero(op == Instr.TIMER_RESET)
+        rec.add(e[r], 2 * I[r], 0, np.full(r.size, _rec(Rec.TIME_SYNC), _U64), timed=False)
+        self.reset_e, self.reset_seq = e[r], 2 * I[r]
+        # EPISODE markers
+        ex = self.ep_explicit
+        word = _rec(Rec.EPISODE) | (self.ep_index[ex].astype(_U64) << _U64(42))
+        rec.add(self.ep_start[ex], 2 * self.ep_pos[ex], 0, word, timed=True)
+        # TIME_IN_PAST
+        p = np.flatnonzero(self.past)
+        self._error(ErrorCode.TIME_IN_PAST, 0, I[p], e[p], 2 * I[p])
+        # MADC without a usable period
+        b = np.flatnonzero(self.bad_madc)
+        self._error(ErrorCode.VALUE_OUT_OF_RANGE, self.madc_cfg[b], MADC_CONFIG_ADDR, e[b],
+                    2 * I[b])
+        # register accesses: READ_DATA for every read, ERROR for every refused access
+        el_e = pos_e[self.el_owner]
+        el_seq = 2 * self.el_owner
+        sub = 2 * np.arange(self.el_owner.size, dtype=np.int64)
+        rd = np.flatnonzero(self.el_read)
+        idx = np.arange(rd.size, dtype=np.int64) & COUNT24
+        word = (_rec(Rec.READ_DATA) | (idx << 32) | self.el_val[rd]).astype(_U64)
+        rec.add(el_e[rd], el_seq[rd], sub[rd], word, timed=False)
+        bad = np.flatnonzero(self.el_code)
+        codes = self.el_code[bad].astype(np.int64)
+        info16 = np.where(codes == ErrorCode.VALUE_OUT_OF_RANGE, self.el_val[bad] & 0xFFFF, 0)
+        for code in np.unique(codes).tolist():
+            m = codes == code
+            self._error(code, info16[m], self.el_addr[bad][m], el_e[bad][m], el_seq[bad][m],
+                        sub[bad][m] + 1)
+        # spikes that reached FPGA_RECORD
+        if self.out_spk:
+            t, lab, ep = (np.concatenate(x) for x in zip(*self.out_spk, strict=True))
+            word = _rec(Rec.SPIKE) | ((lab & LABEL_MASK).astype(_U64) << _U64(42))
+            rec.add(t, self._async_seq(t, ep), np.arange(t.size), word, timed=True)
+        # CADC samples: index within episode = rank among the episode's samples, in time order
+        if self.cadc_time.size:
+            order = np.lexsort((np.arange(self.cadc_time.size), self.cadc_time, self.cadc_ep))
+            ep_sorted = self.cadc_ep[order]
+            first = np.searchsorted(ep_sorted, ep_sorted, side="left")
+            rank = np.empty(order.size, np.int64)
+            rank[order] = np.arange(order.size) - first
+            word = _rec(Rec.CADC_HEAD) | ((rank & LABEL_MASK).astype(_U64) << _U64(42))
+            seq = self._async_seq(self.cadc_time, self.cadc_ep)
+            rec.add(self.cadc_time, seq, 1 << 40 | np.arange(order.size), word, timed=True,
+                    cadc_row=np.arange(order.size))
+        if self.madc_time.size:
+            word = (_rec(Rec.MADC) | (self.madc_source.astype(_U64) << _U64(52))
+                    | ((self.madc_values.astype(_U64) & _U64(0x3FF)) << _U64(42)))
+            seq = self._async_seq(self.madc_time, self.madc_ep)
+            rec.add(self.madc_time, seq, 2 << 40 | np.arange(self.madc_time.size), word,
+                    timed=True)
+
+    def _assemble(self, status: int) -> np.ndarray:
+        rec = self.rec
+        big = np.iinfo(np.int64).max
+        rec.add(self.e_halt, big, 0, _rec(Rec.HALT) | (status << 42), timed=True)
+        elapsed = np.concatenate(rec.elapsed)
+        seq = np.concatenate(rec.seq)
+        sub = np.concatenate(rec.sub)
+        word = np.concatenate(rec.word)
+        timed = np.concatenate(rec.timed)
+        cadc_row = np.concatenate(rec.cadc_row)
+        order = np.lexsort((sub, seq, elapsed))
+        elapsed, seq, word, timed, cadc_row = (
+            elapsed[order], seq[order], word[order], timed[order], cadc_row[order])
+        # playback timer of each record: elapsed minus the offset of its TIMER_RESET segment
+        offs = np.concatenate([[0], self.reset_e])
+        seg = _count_le(self.reset_e, self.reset_seq, elapsed, seq)
+        timer = elapsed - offs[seg]
+        is_sync = (word >> _U64(OPCODE_SHIFT)) == Rec.TIME_SYNC
+        epoch = np.where(is_sync, 0, timer >> TIMESTAMP_BITS)
+        prev = np.concatenate([[0], epoch[:-1]])
+        need_sync = timed & ~is_sync & (epoch != prev)
+        # a record after a TIME_SYNC(0) starts from epoch 0 again, handled by epoch[sync] = 0
+        word = np.where(timed, word | (timer.astype(_U64) & _U64(TIMESTAMP_MASK)), word)
+        size = np.where(cadc_row >= 0, _CADC_BLOCK, 1) + need_sync
+        out = np.zeros(int(size.sum()), _U64)
+        at = np.cumsum(size) - size
+        out[at[need_sync]] = _rec(Rec.TIME_SYNC) | (timer[need_sync].astype(_U64) & _U64(M56))
+        head = at + need_sync
+        out[head] = word
+        rows = np.flatnonzero(cadc_row >= 0)
+        if rows.size:
+            data = _pack_cadc(self.cadc_samples[cadc_row[rows]])
+            dst = head[rows, None] + 1 + np.arange(CADC_DATA_WORDS)
+            out[dst] = data
+        ex = self.ex
+        ex.timer = int(self.e_halt - self.off_halt)
+        return out
+
+    # ------------------------------------------------------------------ driver
+    def execute(self) -> np.ndarray:
+        ex = self.ex
+        self.core_runs = 0
+        self.end, status, stop_err = self._validate()
+        self.I = self.nd[self.nd < self.end]
+        self._times()
+        self._elements()
+        self._stimuli()
+        self._episodes()
+        self._simulate()
+        self._collect()
+        if stop_err is not None:
+            code, info16, info32 = stop_err
+            self._error(code, info16, info32, self.e_halt, np.iinfo(np.int64).max - 1)
+        if status == HALT_OK and self.n_errors:
+            status = HALT_ERRORS
+        out = self._assemble(status)
+        ex.stats = ExecStats(words=self.words.size, episodes=int(self.ep_explicit.sum()),
+                             core_runs=self.core_runs, errors=self.n_errors, status=status,
+                             trace_words=out.size)
+        return out
+
+
+def _chunk_times(now: int, off: int, t: np.ndarray, is_wait: np.ndarray, is_reset: np.ndarray):
+    """Elapsed time of each instruction of a barrier-free stretch, its segment offset, and
+    which WAIT_UNTILs lie in the past. `now`/`off`: elapsed time and segment offset before it."""
+    sub = np.cumsum(is_reset)  # sub-segment id; a TIMER_RESET opens a new one
+    n_sub = int(sub[-1]) + 1
+    tw = np.where(is_wait, t, 0)
+    # maximum WAIT target per sub-segment (0 when none; targets are >= 0)
+    seg_max = np.zeros(n_sub, np.int64)
+    np.maximum.at(seg_max, sub, tw)
+    # offsets: sub-segment 0 keeps `off` (floor `now`); each TIMER_RESET sets off := elapsed now
+    offs = np.empty(n_sub, np.int64)
+    offs[0] = off
+    if n_sub > 1:
+        end0 = max(now, off + int(seg_max[0]))
+        offs[1:] = end0 + np.concatenate([[0], np.cumsum(seg_max[1:-1])])
+    seg_off = offs[sub]
+    cand = np.where(is_wait, seg_off + tw, np.where(is_reset, seg_off, now))
+    e = np.maximum.accumulate(np.maximum(cand, now))
+    before = np.concatenate([[now], e[:-1]])
+    past = is_wait & (seg_off + tw < before)
+    return e, seg_off, past
+
+
+def _max_end(e: np.ndarray, dur: np.ndarray, has: np.ndarray) -> int:
+    if not has.any():
+        return 0
+    return int((e[has] + dur[has]).max())
+
+
+def _count_le(ref_e: np.ndarray, ref_seq: np.ndarray, e: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """For each (e, seq), how many (ref_e, ref_seq) pairs are <= it (refs sorted)."""
+    if ref_e.size == 0:
+        return np.zeros(e.size, np.int64)
+    # refs are TIMER_RESETs in program order: elapsed and seq both non-decreasing
+    lo = np.searchsorted(ref_e, e, side="left")
+    hi = np.searchsorted(ref_e, e, side="right")
+    count = lo.copy()
+    tie = np.flatnonzero(hi > lo)
+    for_tie = np.searchsorted(ref_seq, seq[tie], side="right")
+    count[tie] = np.clip(for_tie, lo[tie], hi[tie])
+    return count
+
+
+def _pack_cadc(samples: np.ndarray) -> np.ndarray:
+    """[C, 512] u8 -> [C, 74] u64 CADC_DATA words (channel 7k+j at bits 8j..8j+7)."""
+    c = samples.shape[0]
+    pad = np.zeros((c, CADC_DATA_WORDS * CADC_SAMPLES_PER_WORD), np.uint64)
+    pad[:, :CADC_CHANNELS] = samples
+    pad = pad.reshape(c, CADC_DATA_WORDS, CADC_SAMPLES_PER_WORD)
+    shifts = (8 * np.arange(CADC_SAMPLES_PER_WORD)).astype(np.uint64)
+    data = np.bitwise_or.reduce(pad << shifts, axis=2)
+    return data | _U64(_rec(Rec.CADC_DATA))
