@@ -238,8 +238,9 @@ class BusCoord:
         object.__setattr__(self, "bus", _check("BusCoord", "bus", self.bus, N_BUSES))
 
     @property
-    def crossbar_output(self) -> CrossbarOutput:
-        return CrossbarOutput(N_BUSES * self.hemisphere + self.bus)
+    def crossbar_output(self) -> int:
+        """Crossbar output index 4h + b (CrossbarOutput names only BUS_TOP0 / BUS_BOTTOM0)."""
+        return int(CrossbarOutput.BUS_TOP0) + N_BUSES * self.hemisphere + self.bus
 
     @property
     def drivers(self) -> tuple[DriverCoord, ...]:
@@ -392,7 +393,7 @@ class BackgroundSourceCoord:
         return base, base + 1, base + 2
 
     @property
-    def crossbar_input(self) -> CrossbarInput | int:
+    def crossbar_input(self) -> int:
         return int(CrossbarInput.BACKGROUND0) + self.index
 
     @classmethod

@@ -1,0 +1,560 @@
+"""Program builder: config writes, reads with tickets, and batches of timed episodes.
+
+A Program is an ordered list of playback instruction words (protocol/instructions.py) with the
+bookkeeping a user needs afterwards: every read gets a *ticket* that resolves to its values in the
+trace, every episode block a ticket that resolves to its spikes / CADC / MADC data as arrays
+(hostdriver/traces.py). `Program.run(board)` runs it and keeps the host's belief of the chip
+config (hostdriver/chip/state.py) in step with the writes the program made.
+
+Time: the program starts with TIMER_RESET (playback time 0). Low-level timed methods
+(`wait_until`, `spikes`, ...) take absolute ticks (8 ns) in the current timer segment. `episodes()`
+opens its own segment (BARRIER, TIMER_RESET) so it never depends on how long earlier writes
+took, and lays its episodes out back to back: episode k starts at lead + k * (duration + gap)
+with EPISODE_START (global neuron reset), its input spikes, CADC schedule and MADC recording at
+times relative to its start. Everything for all episodes is built with whole-array numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hostdriver.chip import state
+from hostdriver.chip.config import ChipConfig
+from hostdriver.chip.values import config_error
+from protocol import instructions as ins
+from protocol.errors import BoardError
+from protocol.wire import LABEL_MASK, OPCODE_SHIFT, TICKS_PER_US, Instr, SystemOp
+
+__all__ = [
+    "CADCSchedule",
+    "ConfigTicket",
+    "EpisodeTicket",
+    "EpisodeWrites",
+    "MADCSchedule",
+    "Program",
+    "ReadTicket",
+    "RunResult",
+    "SpikeInput",
+    "to_ticks",
+]
+
+_M24 = (1 << 24) - 1
+_M32 = (1 << 32) - 1
+_M56 = (1 << 56) - 1
+MAX_EPISODES = 1 << 14  # EPISODE_START carries a 14-bit index; one program numbers them uniquely
+
+
+def to_ticks(value: object, unit: str = "us") -> np.ndarray | int:
+    """Times in `unit` ("us" or "ticks") as int64 ticks of 8 ns (rounded to the nearest tick)."""
+    a = np.asarray(value, np.float64 if unit == "us" else None)
+    if unit == "us":
+        out = np.rint(a * TICKS_PER_US).astype(np.int64)
+    elif unit == "ticks":
+        if a.dtype.kind == "f" and not np.all(a == np.round(a)):
+            raise config_error(f"times in ticks must be integers, got {a!r}")
+        out = a.astype(np.int64)
+    else:
+        raise config_error(f"time unit must be 'us' or 'ticks', got {unit!r}")
+    return int(out) if out.ndim == 0 else out
+
+
+# ============================================================================ episode inputs
+@dataclass(frozen=True)
+class SpikeInput:
+    """Input spikes of an episode block: parallel arrays, time relative to the episode start."""
+
+    episode: Any  # [S] int, 0..n_episodes-1
+    time: Any  # [S] time since the episode start (unit of the episodes() call)
+    label: Any  # [S] 14-bit event label
+
+    @classmethod
+    def empty(cls) -> SpikeInput:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    @classmethod
+    def from_dense(
+        cls, raster: Any, labels: Any, dt: float, *, offset: float = 0.0
+    ) -> SpikeInput:
+        """From a [time step, episode, input] raster of 0/1 (numpy or torch): a spike of input i
+        in step s goes out at offset + s * dt with labels[i]."""
+        r = raster.detach().cpu().numpy() if hasattr(raster, "detach") else np.asarray(raster)
+        if r.ndim != 3:
+            raise config_error(f"spike raster must be [time, episode, input], got shape {r.shape}")
+        lab = np.asarray(labels, np.int64).reshape(-1)
+        if lab.size != r.shape[2]:
+            raise config_error(f"{r.shape[2]} inputs in the raster but {lab.size} labels")
+        s, e, i = np.nonzero(r)
+        return cls(e, offset + s * float(dt), lab[i])
+
+
+@dataclass(frozen=True)
+class CADCSchedule:
+    """count CADC samples of all 512 channels, `interval` apart, the first at `start` (relative to
+    each episode's start, in the unit of the episodes() call)."""
+
+    interval: float
+    count: int
+    start: float = 0.0
+
+
+@dataclass(frozen=True)
+class MADCSchedule:
+    """count MADC samples at the configured MADC period from `start` (relative to each episode)."""
+
+    count: int
+    start: float = 0.0
+
+
+@dataclass(frozen=True)
+class EpisodeWrites:
+    """Register writes made right before an episode's EPISODE_START (e.g. which neuron the MADC
+    records): parallel arrays episode, address, value."""
+
+    episode: Any
+    addrs: Any
+    values: Any
+
+
+# ============================================================================ tickets
+@dataclass(frozen=True, eq=False)
+class ReadTicket:
+    """Resolves to the uint32 values of `addrs` read at this point of the program."""
+
+    first: int  # index of the first READ_DATA answer within the program
+    addrs: np.ndarray
+
+    def resolve(self, trace: Any) -> np.ndarray:
+        reads = trace.reads
+        n = self.addrs.size
+        if reads.size < self.first + n:
+            raise BoardError(
+                f"trace holds {reads.size} READ_DATA records, a read ticket needs "
+                f"{self.first}..{self.first + n - 1}"
+            )
+        got = reads[self.first : self.first + n]
+        want = (self.first + np.arange(n)) & _M24
+        if not np.array_equal(got["index"].astype(np.int64), want):
+            bad = int(np.flatnonzero(got["index"].astype(np.int64) != want)[0])
+            raise BoardError(
+                f"READ_DATA out of order: record {self.first + bad} has index "
+                f"{int(got['index'][bad])}, expected {int(want[bad])}"
+            )
+        return got["data"].astype(np.uint32)
+
+
+@dataclass(frozen=True, eq=False)
+class ConfigTicket:
+    """Resolves to the ChipConfig read back at this point of the program."""
+
+    read: ReadTicket
+
+    def resolve(self, trace: Any) -> ChipConfig:
+        return ChipConfig.from_words(self.read.addrs, self.read.resolve(trace))
+
+
+@dataclass(frozen=True, eq=False)
+class EpisodeTicket:
+    """Resolves to the EpisodeData (hostdriver/traces.py) of one episodes() block."""
+
+    indices: np.ndarray  # EPISODE_START index of each episode
+    duration: int  # ticks
+    gap: int  # ticks
+    cadc: tuple[int, int, int] | None  # (start, interval, count) in ticks
+    madc: tuple[int, int] | None  # (start, count) in ticks
+    label_map: np.ndarray | None
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.indices.size)
+
+    def resolve(self, trace: Any, label_map: Any = None) -> Any:
+        from hostdriver.traces import EpisodeData
+
+        lm = self.label_map if label_map is None else label_map
+        return EpisodeData.from_trace(trace, self, label_map=lm)
+
+
+# ============================================================================ result
+class RunResult:
+    """A run's trace plus ticket resolution: ``result[ticket]``."""
+
+    def __init__(self, trace: Any, program: Program) -> None:
+        self.trace = trace
+        self._program = program
+        self._cache: dict[int, Any] = {}
+
+    def __getitem__(self, ticket: Any) -> Any:
+        if not isinstance(ticket, ReadTicket | ConfigTicket | EpisodeTicket):
+            raise TypeError(f"not a ticket: {ticket!r}")
+        key = id(ticket)
+        if key not in self._cache:
+            self._cache[key] = ticket.resolve(self.trace)
+        return self._cache[key]
+
+    def episodes(self, ticket: EpisodeTicket, *, label_map: Any = None) -> Any:
+        """EpisodeData of ticket, with label_map overriding the one given to episodes()."""
+        return ticket.resolve(self.trace, label_map) if label_map is not None else self[ticket]
+
+
+# ============================================================================ the builder
+def _runs(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start positions and lengths of runs of consecutive addresses (in the given order)."""
+    if addrs.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    brk = np.flatnonzero(np.diff(addrs) != 1) + 1
+    starts = np.concatenate([[0], brk])
+    return starts, np.diff(np.append(starts, addrs.size))
+
+
+def _check_u32(name: str, a: Any) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.size == 0:
+        return np.zeros(0, np.int64)
+    if arr.dtype.kind not in "iub":
+        raise config_error(f"{name} must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64).reshape(-1)
+    if arr.min() < 0 or arr.max() > _M32:
+        bad = int(arr[(arr < 0) | (arr > _M32)][0])
+        raise config_error(f"{name} {bad} out of range 0..0x{_M32:X}")
+    return arr
+
+
+def write_words(addrs: Any, values: Any) -> np.ndarray:
+    """Instruction words writing values to addrs, in order, vectorised: each run of consecutive
+    addresses becomes one WRITE_BLOCK (N + 1 words), a lone address one WRITE + DATA."""
+    a = _check_u32("write address", addrs)
+    v = _check_u32("write value", values)
+    if a.shape != v.shape:
+        raise config_error(f"write: {a.size} addresses but {v.size} values")
+    starts, lengths = _runs(a)
+    if a.size and lengths.max() > _M24:  # split runs longer than WRITE_BLOCK's 24-bit count
+        piece = np.arange(a.size) - np.repeat(starts, lengths)
+        cut = np.zeros(a.size, bool)
+        cut[starts] = True
+        cut |= piece % _M24 == 0
+        starts = np.flatnonzero(cut)
+        lengths = np.diff(np.append(starts, a.size))
+    n_runs = starts.size
+    out = np.empty(a.size + n_runs, np.uint64)
+    head_pos = starts + np.arange(n_runs)
+    is_data = np.ones(out.size, bool)
+    is_data[head_pos] = False
+    single = lengths == 1
+    op = np.where(single, int(Instr.WRITE), int(Instr.WRITE_BLOCK)).astype(np.uint64)
+    count = np.where(single, 0, lengths).astype(np.uint64)
+    out[head_pos] = (op << np.uint64(OPCODE_SHIFT)) | (count << np.uint64(32)) | a[starts].astype(
+        np.uint64
+    )
+    out[is_data] = v.astype(np.uint64) | np.uint64(int(Instr.DATA) << OPCODE_SHIFT)
+    return out
+
+
+class Program:
+    """Builder of one playback program. Methods append in program order; `run(board)` executes.
+
+    >>> p = Program()
+    >>> p.write_config(cfg, previous)            # minimal diff, counted in words
+    >>> t = p.episodes(100, 34.0, spikes=SpikeInput(ep, t_us, labels),
+    ...                cadc=CADCSchedule(interval=1.7, count=20))
+    >>> data = p.run(board)[t]                   # EpisodeData: spikes, CADC [E, 20, 512], ...
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = [ins.timer_reset()]
+        self._n_reads = 0
+        self._n_episodes = 0
+        self._effects: list[tuple[Any, ...]] = []
+        self.words_written = 0  # register words this program writes (WRITE/WRITE_BLOCK data)
+
+    # ---------------------------------------------------------------- untimed
+    def write(self, addrs: Any, values: Any) -> int:
+        """Register writes in order (runs of consecutive addresses as WRITE_BLOCK). Returns the
+        number of words. Writes to config registers update the host's belief after run()."""
+        a = _check_u32("write address", addrs)
+        v = _check_u32("write value", values)
+        self._parts.append(write_words(a, v))
+        self._effects.append(("raw", a, v))
+        self.words_written += a.size
+        return int(a.size)
+
+    def write_config(self, config: ChipConfig, previous: ChipConfig | None) -> int:
+        """Write the words in which config differs from previous (None: every word).
+        Returns the number of register words written."""
+        addrs, values = config.diff(previous)
+        if addrs.size:
+            self._parts.append(write_words(addrs, values))
+            self.words_written += addrs.size
+        self._effects.append(("config", addrs, values, previous, config.copy()))
+        return int(addrs.size)
+
+    def read(self, addrs: Any) -> ReadTicket:
+        """Read registers here; the ticket resolves to their values (uint32, in order)."""
+        a = _check_u32("read address", addrs)
+        if a.size == 0:
+            raise config_error("read: no addresses")
+        starts, lengths = _runs(a)
+        heads = (
+            np.uint64(int(Instr.READ) << OPCODE_SHIFT)
+            | (lengths.astype(np.uint64) << np.uint64(32))
+            | a[starts].astype(np.uint64)
+        )
+        if lengths.max() > _M24:
+            raise config_error(f"read: a run of {int(lengths.max())} consecutive addresses "
+                               f"exceeds READ's count limit {_M24}")
+        self._parts.append(heads)
+        ticket = ReadTicket(self._n_reads, a.astype(np.uint32))
+        self._n_reads += a.size
+        return ticket
+
+    def read_config(self) -> ConfigTicket:
+        """Read every configuration register (one READ per contiguous run); the ticket resolves
+        to a ChipConfig, which also becomes the host's belief of the board after run()."""
+        addrs = ChipConfig.register_addresses()
+        ticket = ConfigTicket(self.read(addrs))
+        self._effects.append(("read_config", ticket))
+        return ticket
+
+    def system(self, op: SystemOp | int) -> None:
+        """SYSTEM instruction; CHIP_RESET makes the host's belief the reset config."""
+        self._parts.append(ins.system(op))
+        if int(op) == SystemOp.CHIP_RESET:
+            self._effects.append(("reset",))
+
+    def barrier(self) -> None:
+        self._parts.append(ins.barrier())
+
+    # ---------------------------------------------------------------- timed, low level (ticks)
+    def timer_reset(self) -> None:
+        """Start a new timer segment at playback time 0."""
+        self._parts.append(ins.timer_reset())
+
+    def wait_until(self, ticks: int) -> None:
+        self._parts.append(ins.wait_until(ticks))
+
+    def spikes(self, ticks: Any, labels: Any) -> None:
+        """Inject spikes at absolute (sorted) times in ticks of the current segment."""
+        self._parts.append(ins.spikes(ticks, labels))
+
+    def cadc_trigger(self) -> None:
+        self._parts.append(ins.cadc_trigger())
+
+    def cadc_schedule(self, interval_ticks: int, count: int) -> None:
+        self._parts.append(ins.cadc_schedule(interval_ticks, count))
+
+    def madc_record(self, count: int) -> None:
+        self._parts.append(ins.madc_record(count))
+
+    def episode_start(self) -> int:
+        """EPISODE_START with the next unique index (returned)."""
+        idx = self._next_episodes(1)[0]
+        self._parts.append(ins.episode_start(idx))
+        return int(idx)
+
+    def _next_episodes(self, n: int) -> np.ndarray:
+        if self._n_episodes + n > MAX_EPISODES:
+            raise config_error(
+                f"a program holds at most {MAX_EPISODES} episodes (14-bit EPISODE index); "
+                f"this one would hold {self._n_episodes + n}: split it into several programs"
+            )
+        idx = np.arange(self._n_episodes, self._n_episodes + n, dtype=np.int64)
+        self._n_episodes += n
+        return idx
+
+    # ---------------------------------------------------------------- episodes
+    def episodes(
+        self,
+        n: int,
+        duration: float,
+        *,
+        spikes: SpikeInput | tuple[Any, Any, Any] | None = None,
+        cadc: CADCSchedule | None = None,
+        madc: MADCSchedule | None = None,
+        writes: EpisodeWrites | None = None,
+        gap: float = 0.0,
+        lead: float = 1.0,
+        unit: str = "us",
+        label_map: Any = None,
+    ) -> EpisodeTicket:
+        """n independent episodes laid out back to back in a new timer segment.
+
+        duration, gap, lead, spike times and schedule times are in `unit` ("us" or "ticks").
+        Episode k starts at lead + k * (duration + gap) with EPISODE_START (all neurons reset);
+        its spikes go out at start + time (0 <= time < duration); the CADC schedule and MADC
+        recording start at start + their start; `writes` happen right before its EPISODE_START
+        (the emulator simulates episodes separated by writes one group at a time). The segment
+        ends with a WAIT_UNTIL at the end of the last episode. label_map ([16384] label ->
+        neuron index, e.g. ChipConfig.label_map()) is used when the ticket is resolved.
+        """
+        n = int(n)
+        if n < 1:
+            raise config_error(f"episodes: n must be >= 1, got {n}")
+        dur = to_ticks(duration, unit)
+        g = to_ticks(gap, unit)
+        ld = to_ticks(lead, unit)
+        if dur < 1 or g < 0 or ld < 0:
+            raise config_error(
+                f"episodes: need duration >= 1 tick, gap >= 0, lead >= 0 (got {dur}, {g}, {ld} "
+                "ticks)"
+            )
+        period = dur + g
+        idx = self._next_episodes(n)
+        start = ld + np.arange(n, dtype=np.int64) * period
+        end = int(start[-1]) + dur
+        if end > _M56:
+            raise config_error(f"episodes: block of {end} ticks exceeds the 56-bit timer")
+
+        # units of (time, priority, words): priority orders equal times
+        times: list[np.ndarray] = []
+        prios: list[np.ndarray] = []
+        words: list[np.ndarray] = []
+
+        def add(t: np.ndarray, prio: int, w: np.ndarray) -> None:
+            times.append(np.asarray(t, np.int64))
+            prios.append(np.full(np.size(t), prio, np.int64))
+            words.append(np.asarray(w, np.uint64))
+
+        if writes is not None:
+            we = _episode_index("writes", writes.episode, n)
+            wa = _check_u32("episode write address", writes.addrs)
+            wv = _check_u32("episode write value", writes.values)
+            if not (we.size == wa.size == wv.size):
+                raise config_error(
+                    f"episode writes: {we.size} episodes, {wa.size} addresses, {wv.size} values"
+                )
+            order = np.argsort(we, kind="stable")
+            we, wa, wv = we[order], wa[order], wv[order]
+            pair = ins.write(wa, wv).reshape(-1, 2)
+            add(np.repeat(start[we], 2), 0, pair.reshape(-1))
+            self._effects.append(("raw", wa, wv))
+            self.words_written += wa.size
+        add(start, 1, ins.episode_start(0)[0] | (idx.astype(np.uint64) << np.uint64(42)))
+        cadc_ticks = None
+        if cadc is not None:
+            c_start, c_int = to_ticks(cadc.start, unit), to_ticks(cadc.interval, unit)
+            c_n = int(cadc.count)
+            last = c_start + (c_n - 1) * c_int
+            if c_start < 0 or c_n < 1 or c_int < 0 or (c_n > 1 and c_int < 1) or last >= period:
+                raise config_error(
+                    f"CADC schedule start {c_start}, interval {c_int}, count {c_n} (ticks): the "
+                    f"samples must fit in the episode (last at {last}, episode + gap {period})"
+                )
+            add(start + c_start, 2, np.repeat(ins.cadc_schedule(c_int, c_n), n))
+            cadc_ticks = (c_start, c_int, c_n)
+        madc_ticks = None
+        if madc is not None:
+            m_start, m_n = to_ticks(madc.start, unit), int(madc.count)
+            if not 0 <= m_start < period or m_n < 1:
+                raise config_error(
+                    f"MADC schedule start {m_start} ticks, count {m_n}: need 0 <= start < "
+                    f"{period} and count >= 1"
+                )
+            add(start + m_start, 2, np.repeat(ins.madc_record(m_n), n))
+            madc_ticks = (m_start, m_n)
+        if spikes is not None:
+            s = spikes if isinstance(spikes, SpikeInput) else SpikeInput(*spikes)
+            se = _episode_index("spikes", s.episode, n)
+            st = np.asarray(to_ticks(s.time, unit), np.int64).reshape(-1)
+            sl = np.asarray(s.label).reshape(-1)
+            if not (se.size == st.size == sl.size):
+                raise config_error(
+                    f"spikes: {se.size} episodes, {st.size} times, {sl.size} labels"
+                )
+            if st.size:
+                if st.min() < 0 or st.max() >= dur:
+                    bad = int(np.flatnonzero((st < 0) | (st >= dur))[0])
+                    raise config_error(
+                        f"spike {bad} (episode {int(se[bad])}) at {int(st[bad])} ticks lies "
+                        f"outside its episode 0..{dur - 1}"
+                    )
+                if sl.dtype.kind not in "iu" or sl.min() < 0 or sl.max() > LABEL_MASK:
+                    raise config_error(f"spike labels must be integers 0..{LABEL_MASK}")
+                t_abs = start[se] + st
+                order = np.lexsort((sl, t_abs))
+                stream = ins.spikes(t_abs[order], sl[order])
+                is_wait = (stream >> np.uint64(OPCODE_SHIFT)) == int(Instr.WAIT_UNTIL)
+                wait_t = (stream & np.uint64(_M56)).astype(np.int64)
+                owner = np.maximum.accumulate(np.where(is_wait, np.arange(stream.size), 0))
+                add(wait_t[owner][~is_wait], 3, stream[~is_wait])
+
+        t = np.concatenate(times)
+        pr = np.concatenate(prios)
+        w = np.concatenate(words)
+        order = np.lexsort((np.arange(t.size), pr, t))
+        t, w = t[order], w[order]
+        new_t = np.ones(t.size, bool)
+        new_t[1:] = t[1:] != t[:-1]
+        out = np.empty(t.size + int(new_t.sum()) + 1, np.uint64)
+        pos = np.arange(t.size) + np.cumsum(new_t)
+        out[pos] = w
+        out[pos[new_t] - 1] = ins.wait_until(t[new_t])
+        out[-1] = ins.wait_until(end)[0]
+        self._parts.append(ins.barrier())
+        self._parts.append(ins.timer_reset())
+        self._parts.append(out)
+        lm = None if label_map is None else np.asarray(label_map)
+        return EpisodeTicket(idx, int(dur), int(g), cadc_ticks, madc_ticks, lm)
+
+    # ---------------------------------------------------------------- output and run
+    def to_words(self) -> np.ndarray:
+        """The program's instruction words (uint64), ending with HALT."""
+        return ins.program(*self._parts, ins.halt())
+
+    def __len__(self) -> int:
+        return sum(p.size for p in self._parts) + 1
+
+    def run(self, board: Any, *, timeout: float | None = None) -> RunResult:
+        """Run on board; returns RunResult (trace + tickets). Updates the host's belief of the
+        board's config from this program's writes / resets / config reads; on failure the
+        belief is dropped (BoardError and LinkError propagate)."""
+        before = state.believed(board)
+        try:
+            trace = board.run(self.to_words(), timeout=timeout)
+        except BaseException:
+            state.forget(board)
+            raise
+        result = RunResult(trace, self)
+        after = self._belief_after(before, result)
+        if after is None:
+            state.forget(board)
+        else:
+            state.remember(board, after)
+        return result
+
+    def _belief_after(self, belief: ChipConfig | None, result: RunResult) -> ChipConfig | None:
+        for effect in self._effects:
+            kind = effect[0]
+            if kind == "reset":
+                belief = ChipConfig()
+            elif kind == "read_config":
+                belief = result[effect[1]]
+            elif kind == "config":
+                _, addrs, values, previous, target = effect
+                if belief is None:
+                    # trust the caller's `previous` (None: every word was written)
+                    belief = target if previous is None else previous
+                    belief = ChipConfig.from_words(addrs, values, base=belief)
+                elif addrs.size:
+                    belief = ChipConfig.from_words(addrs, values, base=belief)
+            elif kind == "raw" and belief is not None:
+                a, v = effect[1], effect[2]
+                mine = ChipConfig.is_config_address(a)
+                if mine.any():
+                    belief = ChipConfig.from_words(a[mine], v[mine], base=belief)
+        return belief
+
+
+def _episode_index(what: str, episode: Any, n: int) -> np.ndarray:
+    e = np.asarray(episode).reshape(-1)
+    if e.size == 0:
+        return np.zeros(0, np.int64)
+    if e.dtype.kind not in "iu":
+        raise config_error(f"{what}: episode numbers must be integers, got dtype {e.dtype}")
+    e = e.astype(np.int64)
+    if e.min() < 0 or e.max() >= n:
+        bad = int(e[(e < 0) | (e >= n)][0])
+        raise config_error(f"{what}: episode {bad} out of range 0..{n - 1}")
+    return e
+
