@@ -157,7 +157,10 @@ def _load_container(source: str, name: str, c: Container, data: Any) -> None:
         )
     for key, ref in expect.items():
         try:
-            arr = np.asarray(data[key])
+            try:
+                arr = np.asarray(data[key])
+            except ValueError:
+                raise config_error(f"ragged nested lists, expected shape {ref.shape}") from None
             if arr.dtype == object or arr.shape != ref.shape:
                 raise config_error(f"shape {arr.shape}, expected {ref.shape}")
             if isinstance(c, NeuronCapMem | GlobalCapMem):
