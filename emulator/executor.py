@@ -48,7 +48,6 @@ HALT_ERRORS = 1  # the program ran to its HALT, but the trace holds ERROR record
 HALT_ABORTED = 2  # execution stopped at a bad or truncated instruction (or no HALT)
 HALT_INTERNAL = 0x3FFF  # the emulator itself failed (see its stderr); nothing else is reliable
 
-_OP = {int(i): i for i in Instr}
 _KNOWN = np.zeros(256, bool)
 _KNOWN[[int(i) for i in Instr if i is not Instr.FLASH]] = True
 _SPIKE_N = np.zeros(256, np.int64)
@@ -59,6 +58,32 @@ _TIMED[[int(Instr.TIMER_RESET), int(Instr.WAIT_UNTIL), int(Instr.SPIKE1), int(In
         int(Instr.SPIKE3), int(Instr.SPIKE4), int(Instr.CADC_TRIGGER), int(Instr.CADC_SCHEDULE),
         int(Instr.MADC_RECORD), int(Instr.BARRIER)]] = True
 _SYSTEM_OPS = {int(o) for o in SystemOp}
+_SYSTEM_OK = np.zeros(256, bool)
+_SYSTEM_OK[list(_SYSTEM_OPS)] = True
+_M14 = LABEL_MASK
+# payload bits each opcode may use (wire.py layouts); any other bit set is a BAD_INSTRUCTION
+_FIELDS = {
+    Instr.TIMER_RESET: 0,
+    Instr.WAIT_UNTIL: M56,
+    Instr.WRITE: M32,
+    Instr.DATA: M32,
+    Instr.WRITE_BLOCK: M56,
+    Instr.READ: M56,
+    Instr.SPIKE1: _M14 << 42,
+    Instr.SPIKE2: _M14 << 42 | _M14 << 28,
+    Instr.SPIKE3: _M14 << 42 | _M14 << 28 | _M14 << 14,
+    Instr.SPIKE4: M56,
+    Instr.CADC_TRIGGER: 0,
+    Instr.CADC_SCHEDULE: M56,
+    Instr.MADC_RECORD: COUNT24 << 32,
+    Instr.EPISODE_START: _M14 << 42,
+    Instr.BARRIER: 0,
+    Instr.HALT: 0,
+    Instr.SYSTEM: 0xFF,
+}
+_RESERVED = np.zeros(256, np.uint64)
+for _k, _m in _FIELDS.items():
+    _RESERVED[int(_k)] = M56 & ~_m
 _SPLITTING_SYSTEM_OPS = {int(SystemOp.CHIP_RESET), int(SystemOp.CLEAR_SPIKE_COUNTERS)}
 _CADC_BLOCK = 1 + CADC_DATA_WORDS
 _U64 = np.uint64
@@ -155,7 +180,13 @@ class _Run:
 
     # ------------------------------------------------------------------ structure
     def _validate(self) -> tuple[int, int, tuple[int, int, int] | None]:
-        """(end, status, stop error): words[:end] execute; error = (code, info16, info32)."""
+        """(end, status, stop error): words[:end] execute; error = (code, info16, info32).
+
+        The first malformed word stops execution there (a streaming FPGA has executed what came
+        before it): unknown opcode, reserved bits set, a count of 0, an address range past
+        2^32, an unknown system op, a DATA word no WRITE asked for (BAD_INSTRUCTION), or a
+        WRITE/WRITE_BLOCK whose DATA words are missing (TRUNCATED_PROGRAM at the missing one).
+        """
         w = self.words
         n = w.size
         op = (w >> _U64(OPCODE_SHIFT)).astype(np.int64)
@@ -163,53 +194,48 @@ class _Run:
         is_data = op == Instr.DATA
         nd = np.flatnonzero(~is_data)
         self.nd = nd
+        payload = w & _U64(M56)
+        count = ((payload >> _U64(32)) & _U64(COUNT24)).astype(np.int64)
+        bad = ~_KNOWN[op] | ((payload & _RESERVED[op]) != 0)
+        bad |= ((op == Instr.WRITE_BLOCK) | (op == Instr.READ) | (op == Instr.MADC_RECORD)) & (
+            count == 0)
+        bad |= ((op == Instr.WRITE_BLOCK) | (op == Instr.READ)) & (
+            (w & _U64(M32)).astype(np.int64) + count - 1 > M32)
+        bad |= (op == Instr.CADC_SCHEDULE) & ((payload >> _U64(42)) == 0)
+        bad |= (op == Instr.SYSTEM) & ~_SYSTEM_OK[(w & _U64(0xFF)).astype(np.int64)]
         run = np.append(nd[1:], n) - nd - 1  # DATA words following each non-DATA word
         ndop = op[nd]
-        count = ((w[nd] >> _U64(32)) & _U64(COUNT24)).astype(np.int64)
-        need = np.where(ndop == Instr.WRITE, 1, np.where(ndop == Instr.WRITE_BLOCK, count, 0))
-        # candidate errors: (stop index, code, info16, info32)
+        need = np.where(ndop == Instr.WRITE, 1, np.where(ndop == Instr.WRITE_BLOCK, count[nd], 0))
+        # candidate errors: (stop index, code, info16, info32); the lowest stop index wins
         cands: list[tuple[int, int, int, int]] = []
         if n and is_data[0]:
             cands.append((0, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), 0))
-
-        def first(mask: np.ndarray) -> int | None:
-            hit = np.flatnonzero(mask)
-            return int(hit[0]) if hit.size else None
-
-        k = first(~_KNOWN[ndop])
-        if k is not None:
-            cands.append((int(nd[k]), ErrorCode.BAD_INSTRUCTION, int(ndop[k]), int(nd[k])))
-        k = first(((ndop == Instr.WRITE_BLOCK) | (ndop == Instr.READ)) & (count == 0))
-        if k is not None:
-            cands.append((int(nd[k]), ErrorCode.BAD_INSTRUCTION, int(ndop[k]), int(nd[k])))
-        is_sys = ndop == Instr.SYSTEM
-        if is_sys.any():
-            sys_code = (w[nd] & _U64(0xFF)).astype(np.int64)
-            k = first(is_sys & ~np.isin(sys_code, list(_SYSTEM_OPS)))
-            if k is not None:
-                cands.append((int(nd[k]), ErrorCode.BAD_INSTRUCTION, int(ndop[k]), int(nd[k])))
-        k = first(run < need)
-        if k is not None:
+        hit = np.flatnonzero(bad)
+        if hit.size:
+            i = int(hit[0])
+            cands.append((i, ErrorCode.BAD_INSTRUCTION, int(op[i]), i))
+        hit = np.flatnonzero(run < need)
+        if hit.size:
+            k = int(hit[0])
             cands.append((int(nd[k]), ErrorCode.TRUNCATED_PROGRAM, int(ndop[k]),
                           int(nd[k] + 1 + run[k])))
-        k = first(run > need)
-        if k is not None:
-            stray = int(nd[k] + 1 + need[k])
+        hit = np.flatnonzero(run > need)
+        if hit.size:
+            stray = int(nd[hit[0]] + 1 + need[hit[0]])
             cands.append((stray, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), stray))
-        halt = first(ndop == Instr.HALT)
-        halt_at = int(nd[halt]) if halt is not None else n
-        if self.truncated_bytes:
+        halts = np.flatnonzero((ndop == Instr.HALT) & ~bad[nd])
+        halt_at = int(nd[halts[0]]) if halts.size else n
+        if self.truncated_bytes:  # a partial last word: the program was cut off
             cands.append((n, ErrorCode.TRUNCATED_PROGRAM, 0, n))
-        cands = [c for c in cands if c[0] < halt_at or (halt is None and c[0] == n)]
+        cands = [c for c in cands if c[0] < halt_at or (not halts.size and c[0] == n)]
         if cands:
             stop, code, info16, info32 = min(cands)
             return stop, HALT_ABORTED, (int(code), info16, info32)
-        if halt is None:
+        if not halts.size:
             return n, HALT_ABORTED, (int(ErrorCode.TRUNCATED_PROGRAM), 0, n)
         if halt_at + 1 < n:  # words after HALT are not executed: say so
             after = halt_at + 1
-            err = (int(ErrorCode.BAD_INSTRUCTION), int(op[after]), after)
-            return halt_at, HALT_ERRORS, err
+            return halt_at, HALT_ERRORS, (int(ErrorCode.BAD_INSTRUCTION), int(op[after]), after)
         return halt_at, HALT_OK, None
 
     # ------------------------------------------------------------------ timing
@@ -618,7 +644,8 @@ class _Run:
         size = np.where(cadc_row >= 0, _CADC_BLOCK, 1) + need_sync
         out = np.zeros(int(size.sum()), _U64)
         at = np.cumsum(size) - size
-        out[at[need_sync]] = _rec(Rec.TIME_SYNC) | (timer[need_sync].astype(_U64) & _U64(M56))
+        sync_t = (timer[need_sync] >> TIMESTAMP_BITS) << TIMESTAMP_BITS  # the wrap moment
+        out[at[need_sync]] = _rec(Rec.TIME_SYNC) | (sync_t.astype(_U64) & _U64(M56))
         head = at + need_sync
         out[head] = word
         rows = np.flatnonzero(cadc_row >= 0)
