@@ -1,0 +1,70 @@
+"""Shared core of the vectorised word codecs: bytes -> u64 views and first-error reporting.
+
+Instruction programs (protocol/instructions.py) and traces (protocol/records.py) are streams
+of little-endian u64 words; both are decoded with whole-array numpy operations. Errors are
+collected per check and the one at the lowest word offset is raised, so the report names the
+first bad word a sequential decoder would have stopped at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from protocol.errors import DecodeError
+
+U64 = np.uint64
+
+
+def as_bytes_array(data, what: str) -> np.ndarray:
+    """Zero-copy uint8 view of bytes-like (or numpy) `data`; DecodeError unless whole words."""
+    if isinstance(data, np.ndarray):
+        raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    else:
+        raw = np.frombuffer(data, dtype=np.uint8)
+    if raw.size % 8:
+        raise DecodeError(
+            f"{what} length is not a whole number of 64-bit words",
+            offset=raw.size // 8,
+            expected="multiple of 8 bytes",
+            got=raw.size,
+            unit="word",
+        )
+    return raw
+
+
+def as_words(data, what: str) -> np.ndarray:
+    """Zero-copy little-endian u64 view of `data` (see as_bytes_array)."""
+    return as_bytes_array(data, what).view("<u8")
+
+
+class FirstError:
+    """Collects candidate errors; raise_first() raises the one at the lowest word offset."""
+
+    def __init__(self) -> None:
+        self.best: tuple[int, str, object, object] | None = None
+
+    def add(self, where: np.ndarray, msg: str, expected: object,
+            got: Callable[[int], object]) -> None:
+        """where: boolean mask over words, or ascending word offsets."""
+        idx = np.flatnonzero(where) if where.dtype == bool else where
+        if idx.size == 0:
+            return
+        i = int(idx[0])
+        if self.best is None or i < self.best[0]:
+            self.best = (i, msg, expected, got(i))
+
+    def raise_first(self) -> None:
+        if self.best is not None:
+            i, msg, expected, got = self.best
+            raise DecodeError(msg, offset=i, expected=expected, got=got, unit="word")
+
+
+def hex_word(words: np.ndarray) -> Callable[[int], str]:
+    return lambda i: "end of stream" if i >= words.size else f"0x{int(words[i]):016x}"
+
+
+def words_to_bytes(words) -> bytes:
+    """Wire bytes of a word stream: little-endian u64."""
+    return np.asarray(words, dtype=U64).astype("<u8", copy=False).tobytes()

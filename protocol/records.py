@@ -1,0 +1,378 @@
+"""Trace records (FPGA -> host): the Trace container, vectorised encode and strict decode.
+
+Layouts: protocol/wire.py comments and docs/protocol.md, "Trace records". Records carry the low
+42 bits of the playback time; TIME_SYNC records carry all 56 bits and are emitted at TIMER_RESET
+and whenever bits 55..42 change, so the full time of a record is the epoch (bits 55..42) of the
+latest preceding TIME_SYNC joined with the record's low 42 bits (0 before any TIME_SYNC).
+Everything is whole-array numpy: no Python loop over records in either direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from protocol.codec import FirstError, as_bytes_array, hex_word
+from protocol.errors import ConfigError
+from protocol.wire import (
+    CADC_CHANNELS,
+    CADC_DATA_WORDS,
+    CADC_SAMPLES_PER_WORD,
+    OPCODE_SHIFT,
+    TIMESTAMP_BITS,
+    Rec,
+)
+
+U64 = np.uint64
+_M42 = (1 << TIMESTAMP_BITS) - 1
+_M56 = (1 << 56) - 1
+_M32 = (1 << 32) - 1
+_M24 = (1 << 24) - 1
+_M14 = (1 << 14) - 1
+_BLOCK = 1 + CADC_DATA_WORDS  # words of one CADC block (head + data)
+_CHUNK = 512  # CADC blocks per step of the bulk copies: temporaries stay in cache
+_PADDED = CADC_DATA_WORDS * CADC_SAMPLES_PER_WORD  # 518 sample slots, 6 unused
+
+SPIKE_DTYPE = np.dtype([("time", np.uint64), ("label", np.uint16), ("episode", np.int32)])
+CADC_DTYPE = np.dtype([("time", np.uint64), ("episode", np.int32), ("index", np.uint16)])
+MADC_DTYPE = np.dtype(
+    [("time", np.uint64), ("value", np.uint16), ("source", np.uint8), ("episode", np.int32)]
+)
+READ_DTYPE = np.dtype([("index", np.uint32), ("data", np.uint32)])
+EPISODE_DTYPE = np.dtype([("index", np.uint16), ("time", np.uint64)])
+HALT_DTYPE = np.dtype([("status", np.uint16), ("time", np.uint64)])
+ERROR_DTYPE = np.dtype([("code", np.uint8), ("info16", np.uint16), ("info32", np.uint32)])
+
+
+@dataclass(eq=False)
+class Trace:
+    """A decoded trace. Times are full playback ticks (8 ns); episode -1 = before any EPISODE."""
+
+    spikes: np.ndarray  # SPIKE_DTYPE
+    cadc: np.ndarray  # CADC_DTYPE, row i described by cadc_samples[i]
+    cadc_samples: np.ndarray  # uint8 [n, 512]
+    madc: np.ndarray  # MADC_DTYPE
+    reads: np.ndarray  # READ_DTYPE, in the order of the program's reads
+    episodes: np.ndarray  # EPISODE_DTYPE
+    halt: np.ndarray  # HALT_DTYPE, 0 rows (not halted yet) or 1
+    errors: np.ndarray  # ERROR_DTYPE
+    syncs: np.ndarray  # uint64: the TIME_SYNC times, in order
+
+    @classmethod
+    def empty(cls) -> Trace:
+        return cls(
+            spikes=np.zeros(0, SPIKE_DTYPE),
+            cadc=np.zeros(0, CADC_DTYPE),
+            cadc_samples=np.zeros((0, CADC_CHANNELS), np.uint8),
+            madc=np.zeros(0, MADC_DTYPE),
+            reads=np.zeros(0, READ_DTYPE),
+            episodes=np.zeros(0, EPISODE_DTYPE),
+            halt=np.zeros(0, HALT_DTYPE),
+            errors=np.zeros(0, ERROR_DTYPE),
+            syncs=np.zeros(0, np.uint64),
+        )
+
+    @property
+    def halted(self) -> bool:
+        return self.halt.size > 0
+
+    def equals(self, other: Trace) -> bool:
+        """Field-by-field equality of all arrays (dtype, shape and values)."""
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if a.dtype != b.dtype or a.shape != b.shape or not np.array_equal(a, b):
+                return False
+        return True
+
+
+# ---------------------------------------------------------------- encode
+# order of records with equal times; TIME_SYNC first, HALT last
+_PRIO = {"sync": 0, "episodes": 1, "reads": 2, "spikes": 3, "cadc": 4, "madc": 5, "errors": 6,
+         "halt": 7}
+_PRIO_BITS = 3
+
+
+def _col(src: Any, kind: str, name: str, hi: int) -> np.ndarray:
+    try:
+        a = np.asarray(src[name])
+    except (KeyError, ValueError, IndexError) as e:
+        raise ConfigError(f"encode_trace: {kind} needs a field {name!r}") from e
+    a = np.atleast_1d(a).ravel()
+    if a.size and a.dtype.kind not in "iub":
+        raise ConfigError(f"encode_trace: {kind}.{name} must be integers, got {a.dtype}")
+    if a.size and (int(a.min()) < 0 or int(a.max()) > hi):
+        bad = int(a.min()) if int(a.min()) < 0 else int(a.max())
+        raise ConfigError(f"encode_trace: {kind}.{name} out of range 0..{hi}, got {bad}")
+    return a.astype(U64, copy=False)
+
+
+def _rec(op: int) -> U64:
+    return U64(int(op) << OPCODE_SHIFT)
+
+
+def encode_trace(
+    *,
+    spikes: Mapping | np.ndarray | None = None,
+    cadc: Mapping | np.ndarray | None = None,
+    cadc_samples: np.ndarray | None = None,
+    madc: Mapping | np.ndarray | None = None,
+    reads: Mapping | np.ndarray | None = None,
+    episodes: Mapping | np.ndarray | None = None,
+    errors: Mapping | np.ndarray | None = None,
+    halt: Mapping | np.ndarray | None = None,
+    sync: int | None = 0,
+) -> np.ndarray:
+    """Trace words (uint64) of one timer segment, merged into time order.
+
+    Each argument is a structured array or a mapping of field -> array, with full 56-bit
+    `time` fields (ticks since the segment's TIMER_RESET):
+      spikes: time, label          cadc: time, index (+ cadc_samples uint8 [n, 512])
+      madc: time, value, source    reads: time, index, data      episodes: time, index
+      errors: time, code, info16, info32                          halt: time, status
+    `time` of reads and errors only orders them (their records carry none). Records of equal
+    time come out as TIME_SYNC, EPISODE, READ_DATA, SPIKE, CADC, MADC, ERROR, HALT, and in input
+    order within a kind. `sync`: time of the TIMER_RESET that starts the segment (a TIME_SYNC
+    record first), or None to start without one (a continuation, epoch 0). A TIME_SYNC is
+    inserted before the first record of every new epoch (time >> 42).
+    """
+    keys: list[np.ndarray] = []
+    words: list[np.ndarray] = []
+    start_epoch = 0
+    if sync is not None:
+        s = _col({"time": sync}, "sync", "time", _M56)
+        keys.append(s << U64(_PRIO_BITS))
+        words.append(s | _rec(Rec.TIME_SYNC))
+        start_epoch = int(s[0]) >> TIMESTAMP_BITS
+
+    def add(kind: str, src, op: int, fields_: list[tuple[str, int, int]]) -> np.ndarray | None:
+        if src is None:
+            return None
+        t = _col(src, kind, "time", _M56)
+        w = (t & U64(_M42)) | _rec(op) if op not in (Rec.READ_DATA, Rec.ERROR) else None
+        if w is None:
+            w = np.full(t.size, _rec(op), dtype=U64)
+        for name, hi, shift in fields_:
+            c = _col(src, kind, name, hi)
+            if c.size != t.size:
+                raise ConfigError(f"encode_trace: {kind}.{name} has {c.size} rows, time {t.size}")
+            w |= c << U64(shift)
+        keys.append((t << U64(_PRIO_BITS)) | U64(_PRIO[kind]))
+        words.append(w)
+        return t
+
+    add("episodes", episodes, Rec.EPISODE, [("index", _M14, 42)])
+    add("reads", reads, Rec.READ_DATA, [("index", _M24, 32), ("data", _M32, 0)])
+    add("spikes", spikes, Rec.SPIKE, [("label", _M14, 42)])
+    n_single = sum(k.size for k in keys)
+    t_cadc = add("cadc", cadc, Rec.CADC_HEAD, [("index", _M14, 42)])
+    n_cadc = 0 if t_cadc is None else t_cadc.size
+    add("madc", madc, Rec.MADC, [("value", 0x3FF, 42), ("source", 0xF, 52)])
+    add("errors", errors, Rec.ERROR, [("code", 0xFF, 48), ("info16", 0xFFFF, 32),
+                                      ("info32", _M32, 0)])
+    t_halt = add("halt", halt, Rec.HALT, [("status", _M14, 42)])
+    if t_halt is not None and t_halt.size > 1:
+        raise ConfigError(f"encode_trace: at most one HALT per segment, got {t_halt.size}")
+    if n_cadc:
+        samples = np.asarray(cadc_samples if cadc_samples is not None else ())
+        if samples.shape != (n_cadc, CADC_CHANNELS) or samples.dtype != np.uint8:
+            raise ConfigError(
+                f"encode_trace: cadc_samples must be uint8 [{n_cadc}, {CADC_CHANNELS}], got "
+                f"{samples.dtype} {samples.shape}"
+            )
+    if sum(k.size for k in keys) == 0:
+        return np.zeros(0, dtype=U64)
+    key = np.concatenate(keys)
+    word = np.concatenate(words)
+    size = np.ones(key.size, dtype=np.int64)
+    size[n_single : n_single + n_cadc] = _BLOCK
+    if sync is not None and key.size > 1 and int(key[1:].min()) < int(key[0]):
+        raise ConfigError("encode_trace: records earlier than the segment's sync time")
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    word = word[order]
+    size = size[order]
+    # a TIME_SYNC before the first record of each new epoch
+    epoch = key >> U64(_PRIO_BITS + TIMESTAMP_BITS)
+    prev = np.empty_like(epoch)
+    prev[0] = start_epoch
+    prev[1:] = epoch[:-1]
+    is_sync = (key & U64((1 << _PRIO_BITS) - 1)) == 0
+    new_epoch = (epoch != prev) & ~is_sync
+    size += new_epoch
+    end = np.cumsum(size)
+    pos = end - size + new_epoch  # the record's own first word
+    out = np.empty(int(end[-1]) if end.size else 0, dtype=U64)
+    single = size - new_epoch == 1
+    out[pos[single]] = word[single]
+    if new_epoch.any():
+        out[pos[new_epoch] - 1] = (epoch[new_epoch] << U64(TIMESTAMP_BITS)) | _rec(Rec.TIME_SYNC)
+    if n_cadc:
+        # order[] of the CADC heads tells which sample row each sorted block carries
+        blk_sorted = np.flatnonzero(~single)
+        rows = order[blk_sorted] - n_single
+        in_order = bool(np.all(rows[1:] > rows[:-1]))  # usual case: no gather of samples
+        heads, bpos = word[blk_sorted], pos[blk_sorted]
+        for a in range(0, n_cadc, _CHUNK):  # cache-sized chunks, not a loop over records
+            b = min(a + _CHUNK, n_cadc)
+            rows_ab = samples[a:b] if in_order else samples[rows[a:b]]
+            _scatter_blocks(out, bpos[a:b], _cadc_blocks(heads[a:b], rows_ab))
+    return out
+
+
+def _cadc_blocks(heads: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """[n, 75] words: head, then 74 CADC_DATA words of samples (7 per word).
+
+    Data word k holds sample bytes 7k..7k+6: copied as an unaligned u64 from byte offset 7k of
+    the sample row (stride 7 bytes), then its 8th byte (sample 7k+7) is overwritten with the
+    opcode. Word 73 holds only channel 511 (the 6 unused slots are zero).
+    """
+    n = heads.size
+    samples = np.ascontiguousarray(samples)
+    out = np.empty((n, _BLOCK), dtype=U64)
+    out[:, 0] = heads
+    if n == 0:
+        return out
+    full = CADC_DATA_WORDS - 1  # words 0..72 lie wholly inside the 512-byte row
+    v = np.ndarray((n, full), dtype="<u8", buffer=samples, strides=(CADC_CHANNELS, 7))
+    np.copyto(out[:, 1 : _BLOCK - 1], v)
+    out.view(np.uint8).reshape(n, _BLOCK, 8)[:, 1 : _BLOCK - 1, 7] = int(Rec.CADC_DATA)
+    out[:, _BLOCK - 1] = samples[:, CADC_CHANNELS - 1].astype(U64) | _rec(Rec.CADC_DATA)
+    return out
+
+
+def _scatter_blocks(out: np.ndarray, pos: np.ndarray, blocks: np.ndarray) -> None:
+    """out[pos[i] : pos[i] + 75] = blocks[i], one 600-byte memcpy per block.
+
+    A view of `out` with one 600-byte item starting at every word (overlapping items) turns
+    the block scatter into a single fancy assignment instead of a [n, 75] index array.
+    """
+    n_items = out.size - _BLOCK + 1
+    if pos.size == 0 or n_items <= 0:
+        return
+    item = np.dtype((np.void, _BLOCK * 8))
+    view = np.ndarray((n_items,), dtype=item, buffer=out, strides=(8,))
+    view[pos] = np.ascontiguousarray(blocks).view(item).ravel()
+
+
+# ---------------------------------------------------------------- decode
+_KNOWN = np.zeros(256, dtype=bool)
+_KNOWN[[int(r) for r in Rec]] = True
+
+
+def decode_trace(data) -> Trace:
+    """Trace of a record stream (bytes or uint64 words); DecodeError at the first bad word."""
+    raw = as_bytes_array(data, "trace")
+    w = raw.view("<u8")
+    n = w.size
+    if n == 0:
+        return Trace.empty()
+    ops = raw[7::8]
+    err = FirstError()
+    nd = np.flatnonzero(ops != Rec.CADC_DATA)  # every word but CADC_DATA (the bulk)
+    wn = w[nd]
+    k = (wn >> U64(OPCODE_SHIFT)).astype(np.uint8)
+    bad = ~_KNOWN[k]
+    if bad.any():
+        err.add(nd[bad], "unknown trace record opcode", [f"0x{int(r):02x}" for r in Rec],
+                lambda i: f"0x{int(ops[i]):02x}")
+    run = np.diff(np.append(nd, n)) - 1  # CADC_DATA words after each other record
+    is_head = k == Rec.CADC_HEAD
+    wrong = run != np.where(is_head, CADC_DATA_WORDS, 0)
+    if wrong.any():
+        j = np.flatnonzero(wrong)
+        head_short = is_head[j] & (run[j] < CADC_DATA_WORDS)
+        at = np.where(head_short, nd[j] + 1 + run[j],
+                      nd[j] + 1 + np.where(is_head[j], CADC_DATA_WORDS, 0))
+        first = int(np.argmin(at))
+        if head_short[first]:
+            err.add(at[first : first + 1], "CADC block with too few CADC_DATA words",
+                    f"{CADC_DATA_WORDS} CADC_DATA words after CADC_HEAD at word {nd[j[first]]}",
+                    lambda i: f"{run[j[first]]}, then " + hex_word(w)(i))
+        else:
+            err.add(at[first : first + 1], "CADC_DATA word outside a CADC block",
+                    "CADC_HEAD before 74 CADC_DATA words", hex_word(w))
+    if nd.size == 0 or nd[0] > 0:
+        err.add(np.array([0]), "CADC_DATA word outside a CADC block",
+                "CADC_HEAD before 74 CADC_DATA words", hex_word(w))
+    # CADC payload: rows of 7 sample bytes; the 6 unused slots of the last word must be 0
+    heads = nd[is_head]
+    samples = None
+    if not wrong.any() and nd.size and nd[0] == 0:
+        last = w[heads + CADC_DATA_WORDS]  # byte 0: channel 511, bytes 1..6: unused slots
+        nonzero = np.flatnonzero(last & U64(_M56 ^ 0xFF))
+        if nonzero.size:
+            err.add(heads[nonzero] + CADC_DATA_WORDS, "CADC padding slots not zero",
+                    "bytes 1..6 of the last CADC_DATA word = 0", hex_word(w))
+        else:
+            samples = _cadc_samples(raw, heads)
+    err.raise_first()
+
+    # epoch of the latest TIME_SYNC / index of the latest EPISODE before each record:
+    # running counts index small tables (entry 0: none seen yet)
+    f14 = ((wn >> U64(42)) & U64(_M14)).astype(np.uint16)
+    is_sync = k == Rec.TIME_SYNC
+    sync_words = wn[is_sync]
+    epochs = np.concatenate(([U64(0)], sync_words & U64(_M56 ^ _M42)))
+    t = epochs[np.cumsum(is_sync)] | (wn & U64(_M42))
+    is_ep = k == Rec.EPISODE
+    ep_table = np.concatenate(([-1], f14[is_ep].astype(np.int32))).astype(np.int32)
+    episode = ep_table[np.cumsum(is_ep)]
+
+    def pick(op: int, dtype: np.dtype, cols: dict[str, np.ndarray]) -> np.ndarray:
+        sel = np.flatnonzero(k == op)
+        out = np.empty(sel.size, dtype=dtype)
+        for name, col in cols.items():
+            out[name] = col[sel]
+        return out
+
+    spikes = pick(Rec.SPIKE, SPIKE_DTYPE, {"time": t, "label": f14, "episode": episode})
+    cadc = pick(Rec.CADC_HEAD, CADC_DTYPE, {"time": t, "episode": episode, "index": f14})
+    madc = pick(Rec.MADC, MADC_DTYPE, {
+        "time": t,
+        "value": f14 & np.uint16(0x3FF),
+        "source": (f14 >> np.uint16(10)).astype(np.uint8),
+        "episode": episode,
+    })
+    reads = pick(Rec.READ_DATA, READ_DTYPE, {
+        "index": ((wn >> U64(32)) & U64(_M24)).astype(np.uint32),
+        "data": (wn & U64(_M32)).astype(np.uint32),
+    })
+    episodes = pick(Rec.EPISODE, EPISODE_DTYPE, {"index": f14, "time": t})
+    halt = pick(Rec.HALT, HALT_DTYPE, {"status": f14, "time": t})
+    errors = pick(Rec.ERROR, ERROR_DTYPE, {
+        "code": ((wn >> U64(48)) & U64(0xFF)).astype(np.uint8),
+        "info16": ((wn >> U64(32)) & U64(0xFFFF)).astype(np.uint16),
+        "info32": (wn & U64(_M32)).astype(np.uint32),
+    })
+    syncs = (sync_words & U64(_M56)).astype(np.uint64)
+    if samples is None:
+        samples = np.zeros((0, _ROW), np.uint8)
+    return Trace(spikes=spikes, cadc=cadc, cadc_samples=samples[:, :CADC_CHANNELS], madc=madc,
+                 reads=reads, episodes=episodes, halt=halt, errors=errors, syncs=syncs)
+
+
+_ROW = 520  # bytes per decoded sample row: 518 slots + room for the last unaligned u64 write
+
+
+def _cadc_samples(raw: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """uint8 [n, 520] rows: slots 0..517 hold the samples of the blocks after `heads`.
+
+    Every CADC_DATA word (validated to sit in a block) is written as an unaligned u64 at byte
+    7k of its row; in increasing k each write's 8th byte (the opcode) is overwritten by the next
+    one, so the rows end up packed 7 bytes per word without a byte-wise loop.
+    """
+    n = heads.size
+    out = np.empty((n, _ROW), dtype=np.uint8)
+    if n:
+        # one 592-byte item per block: the 74 data words after each head, memcpy'd at once
+        item = np.dtype((np.void, CADC_DATA_WORDS * 8))
+        n_items = raw.size // 8 - CADC_DATA_WORDS + 1
+        items = np.ndarray((n_items,), dtype=item, buffer=raw, strides=(8,))
+        v = np.ndarray((n, CADC_DATA_WORDS), dtype="<u8", buffer=out, strides=(_ROW, 7))
+        for a in range(0, n, _CHUNK):  # cache-sized chunks, not a loop over records
+            b = min(a + _CHUNK, n)
+            v[a:b] = items[heads[a:b] + 1].view("<u8").reshape(b - a, CADC_DATA_WORDS)
+    return out
