@@ -126,37 +126,46 @@ class FlashGeometry:
 
 # ------------------------------------------------------------------------------ storage
 class MemoryStorage:
-    """Flash contents in memory, sparse: a page never programmed costs nothing."""
+    """Flash contents in memory, sparse by block: a region never programmed costs nothing."""
 
     def __init__(self, size: int, page_size: int) -> None:
         self.size = size
         self.page_size = page_size
-        self._pages: dict[int, bytearray] = {}
+        self.block = page_size * max(1, (256 << 10) // page_size)
+        self._blocks: dict[int, bytearray] = {}
+
+    def _spans(self, offset: int, length: int):
+        """(block index, offset in block, offset in the request, length) covering a range."""
+        pos, end = offset, offset + length
+        while pos < end:
+            index, inner = divmod(pos, self.block)
+            n = min(self.block - inner, end - pos)
+            yield index, inner, pos - offset, n
+            pos += n
 
     def read(self, offset: int, length: int) -> bytes:
         out = bytearray(b"\xff") * length
-        ps = self.page_size
-        for page in range(offset // ps, (offset + length + ps - 1) // ps):
-            data = self._pages.get(page)
-            if data is None:
-                continue
-            lo, hi = max(offset, page * ps), min(offset + length, (page + 1) * ps)
-            out[lo - offset : hi - offset] = data[lo - page * ps : hi - page * ps]
+        for index, inner, at, n in self._spans(offset, length):
+            data = self._blocks.get(index)
+            if data is not None:
+                out[at : at + n] = data[inner : inner + n]
         return bytes(out)
 
     def write(self, offset: int, data: bytes) -> None:
-        ps = self.page_size
-        end = offset + len(data)
-        for page in range(offset // ps, (end + ps - 1) // ps):
-            buf = self._pages.setdefault(page, bytearray(b"\xff") * ps)
-            lo, hi = max(offset, page * ps), min(end, (page + 1) * ps)
-            buf[lo - page * ps : hi - page * ps] = data[lo - offset : hi - offset]
+        view = memoryview(data)
+        for index, inner, at, n in self._spans(offset, len(data)):
+            buf = self._blocks.get(index)
+            if buf is None:
+                buf = self._blocks[index] = bytearray(b"\xff") * self.block
+            buf[inner : inner + n] = view[at : at + n]
 
     def erased_pages(self) -> np.ndarray:
-        erased = np.ones(self.size // self.page_size, dtype=bool)
-        for page, data in self._pages.items():
-            erased[page] = data.count(0xFF) == self.page_size
-        return erased
+        per_block = self.block // self.page_size
+        erased = np.ones(-(-self.size // self.block) * per_block, dtype=bool)
+        for index, data in self._blocks.items():
+            pages = np.frombuffer(data, np.uint8).reshape(per_block, self.page_size)
+            erased[index * per_block : (index + 1) * per_block] = (pages == 0xFF).all(axis=1)
+        return erased[: self.size // self.page_size]
 
     def sync(self) -> None:
         pass

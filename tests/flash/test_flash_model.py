@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 import zlib
 
+import numpy as np
 import pytest
 from conftest import SMALL, ModelPort, image
 from hypothesis import event, given, settings
@@ -14,6 +15,7 @@ from emulator.flash import (
     BootRecord,
     FlashGeometry,
     FlashModel,
+    MemoryStorage,
     build_boot_record,
     parse_boot_record,
 )
@@ -277,3 +279,25 @@ def test_random_operations_never_unboot_the_board(ops):
         assert again.active_slot == active and again.firmware_version_text == version
         assert again.chip.read(SMALL.slot_base(active), SMALL.slot_size) == content
         again.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    writes=st.lists(
+        st.tuples(st.integers(0, 3 * 65536), st.binary(min_size=1, max_size=70000)), max_size=6
+    ),
+    read=st.tuples(st.integers(0, 3 * 65536), st.integers(0, 70000)),
+)
+def test_memory_storage_matches_a_flat_buffer(writes, read):
+    size = 4 * 65536 + 1000
+    mem = MemoryStorage(size, 256)
+    mem.block = 65536  # several blocks in a small test
+    flat = bytearray(b"\xff") * size
+    for offset, data in writes:
+        data = data[: size - offset]
+        mem.write(offset, data)
+        flat[offset : offset + len(data)] = data
+    offset, length = read
+    assert mem.read(offset, length) == bytes(flat[offset : offset + length])
+    pages = np.frombuffer(bytes(flat[: size // 256 * 256]), np.uint8).reshape(-1, 256)
+    assert (mem.erased_pages() == (pages == 0xFF).all(axis=1)).all()
