@@ -185,7 +185,7 @@ class FlashClient:
             report(FlashProgress("write", min(offset + chunk, len(data)), len(data)))
 
         self._verify_slot(slot, img, report)
-        reply = self._op(FlashKind.ACTIVATE, slot=slot)
+        self._op(FlashKind.ACTIVATE, slot=slot)
         report(FlashProgress("activate", len(data), len(data)))
         version = self._confirm_active(slot, img)
         return FlashResult(slot, len(data), time.perf_counter() - start, True, version)
