@@ -144,7 +144,10 @@ class FaultInjector:
     def _flip_bits(self, raw: bytes) -> bytes:
         buf = bytearray(raw)
         n = int(self._rng.integers(1, 4))
-        for pos in self._rng.integers(0, 8 * len(buf), n).tolist():
+        flips: set[int] = set()
+        while len(flips) < n:  # distinct bits: two flips of one bit would cancel out
+            flips.add(int(self._rng.integers(0, 8 * len(buf))))
+        for pos in flips:
             buf[pos >> 3] ^= 1 << (pos & 7)
         return bytes(buf)
 

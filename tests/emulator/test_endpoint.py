@@ -1,0 +1,259 @@
+"""BoardEndpoint: the board behind wire bytes, driven by a host-side protocol.Link and a
+simulated clock (deterministic: no sleeps, no threads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emulator.endpoint import BoardEndpoint
+from emulator.executor import HALT_INTERNAL
+from emulator.faults import FaultConfig
+from protocol import instructions as ins
+from protocol.addressmap import Block, SystemReg, address
+from protocol.control import ControlErrorCode, ControlKind, decode_control, encode_control
+from protocol.link import Link
+from protocol.records import decode_trace
+from protocol.wire import PROTOCOL_VERSION, Channel
+
+SCRATCH = address(Block.SYSTEM, SystemReg.SCRATCH0)
+
+
+class Host:
+    """A host Link wired to an endpoint through a perfect pipe, on a simulated clock."""
+
+    def __init__(self, ep: BoardEndpoint, *, rto: float = 0.05) -> None:
+        self.ep = ep
+        self.link = Link(rto=rto)
+        self.now = 0.0
+        self.inbox: list[tuple[int, bytes]] = []
+        self.link.connect(self.now)
+
+    def step(self) -> None:
+        out = self.link.poll(self.now)
+        if out:
+            self.ep.receive(out, self.now)
+        back = self.ep.transmit(self.now)
+        if back:
+            self.inbox += self.link.receive(back, self.now)
+        # jump to the next deadline of either side (at least 1 ms: a wire takes time)
+        due = [t for t in (self.link.next_deadline(), self.ep.next_deadline()) if t is not None]
+        self.now = max(self.now + 1e-3, min(due)) if due else self.now + 1e-3
+
+    def request(self, channel: int, message: bytes, *, max_steps: int = 20000) -> bytes:
+        self.link.send(channel, message, self.now)
+        return self.wait(1, max_steps=max_steps)[0][1]
+
+    def wait(self, n: int, *, max_steps: int = 20000) -> list[tuple[int, bytes]]:
+        for _ in range(max_steps):
+            if len(self.inbox) >= n:
+                got, self.inbox = self.inbox[:n], self.inbox[n:]
+                return got
+            self.step()
+        raise AssertionError(f"no answer: {len(self.inbox)} of {n} messages")
+
+    def control(self, kind: int, **fields) -> tuple[int, dict]:
+        return decode_control(self.request(Channel.CONTROL, encode_control(kind, **fields)))
+
+    def control_raw(self, packet: bytes) -> tuple[int, dict]:
+        return decode_control(self.request(Channel.CONTROL, packet))
+
+    def run(self, *parts):
+        return decode_trace(self.request(Channel.PLAYBACK, ins.program_bytes(ins.program(*parts))))
+
+
+@pytest.fixture
+def ep() -> BoardEndpoint:
+    return BoardEndpoint(0xABCDEF0123, firmware_version=(1, 2, 3), chip_id=0x77)
+
+
+@pytest.fixture
+def host(ep: BoardEndpoint) -> Host:
+    return Host(ep)
+
+
+def test_hello(host: Host) -> None:
+    kind, f = host.control(ControlKind.HELLO, protocol_version=PROTOCOL_VERSION)
+    assert kind == ControlKind.HELLO_REPLY
+    assert f == {"protocol_version": PROTOCOL_VERSION, "serial": 0xABCDEF0123,
+                 "firmware_version": 0x010203, "chip_id": 0x77, "board_kind": "emulator"}
+
+
+def test_hello_wrong_version(host: Host) -> None:
+    kind, f = host.control(ControlKind.HELLO, protocol_version=PROTOCOL_VERSION + 1)
+    assert kind == ControlKind.ERROR
+    assert f["code"] == ControlErrorCode.VERSION_MISMATCH and f["request"] == ControlKind.HELLO
+
+
+@pytest.mark.parametrize(
+    ("packet", "code"),
+    [
+        (b"", ControlErrorCode.MALFORMED),
+        (b"\x7e", ControlErrorCode.UNKNOWN_KIND),
+        (bytes([ControlKind.HELLO]), ControlErrorCode.MALFORMED),  # field missing
+        (bytes([ControlKind.HELLO, 1, 0]), ControlErrorCode.MALFORMED),  # trailing byte
+        (bytes([ControlKind.ACK, 1]), ControlErrorCode.UNSUPPORTED),  # a reply, not a request
+    ],
+)
+def test_bad_control_packets_get_error_replies(host: Host, packet: bytes, code: int) -> None:
+    kind, f = host.control_raw(packet)
+    assert kind == ControlKind.ERROR and f["code"] == code
+    assert f["request"] == (packet[0] if packet else 0)
+
+
+def test_registered_handler(host: Host, ep: BoardEndpoint) -> None:
+    seen = []
+
+    def handler(packet: bytes) -> bytes:
+        seen.append(packet)
+        return encode_control(ControlKind.ACK, request=packet[0])
+
+    ep.register_control_handler(0x7E, handler)
+    assert host.control_raw(b"\x7e\x01\x02") == (ControlKind.ACK, {"request": 0x7E})
+    assert seen == [b"\x7e\x01\x02"]
+
+    def broken(packet: bytes) -> bytes:
+        raise RuntimeError("boom")
+
+    ep.register_control_handler(0x7E, broken)
+    kind, f = host.control_raw(b"\x7e")
+    assert kind == ControlKind.ERROR and "boom" in f["message"]
+    assert ep.internal_errors == 1
+    with pytest.raises(Exception, match="0..255"):
+        ep.register_control_handler(256, handler)
+
+
+def test_flash_kinds_are_answered(host: Host) -> None:
+    from protocol.flash_packets import FlashKind, build_packet, parse_packet
+
+    reply = host.request(Channel.CONTROL, build_packet(FlashKind.INFO))
+    kind, fields = parse_packet(reply)
+    assert kind == FlashKind.INFO_REPLY and fields["board_kind"] == "emulator"
+
+
+def test_chip_reset(host: Host, ep: BoardEndpoint) -> None:
+    ep.regs.write(address(Block.DRIVER, 3), 0x11)
+    ep.regs.write(SCRATCH, 5)
+    assert host.control(ControlKind.CHIP_RESET) == (ControlKind.ACK,
+                                                    {"request": ControlKind.CHIP_RESET})
+    assert ep.regs.driver[0, 3] == 0 and ep.regs.scratch[0] == 5
+
+
+def test_playback_program_and_trace(host: Host, ep: BoardEndpoint) -> None:
+    values = np.arange(5000, dtype=np.uint64) & 0x3F3F3F3F  # > one 16 KiB frame each way
+    start = address(Block.SYNAPSE, 0)
+    tr = host.run(ins.write_block(start, values), ins.read(start, values.size), ins.halt())
+    assert np.array_equal(tr.reads["data"], values) and tr.halt["status"][0] == 0
+    assert ep.programs_run == 1
+
+
+def test_loopback_echoes_unchanged(host: Host) -> None:
+    rng = np.random.default_rng(1)
+    msgs = [rng.bytes(int(n)) for n in rng.integers(0, 40000, 30)]
+    for m in msgs:
+        host.link.send(Channel.LOOPBACK, m, host.now)
+    got = host.wait(len(msgs))
+    assert [c for c, _ in got] == [Channel.LOOPBACK] * len(msgs)
+    assert [m for _, m in got] == msgs
+
+
+def test_set_faults_lossy_link_loses_nothing(host: Host, ep: BoardEndpoint) -> None:
+    reply = host.control(ControlKind.SET_FAULTS, drop=0.05, corrupt=0.05, duplicate=0.05,
+                         reorder=0.05, delay=0.05, delay_s=0.01, seed=7)
+    assert reply == (ControlKind.ACK, {"request": ControlKind.SET_FAULTS})
+    assert ep.faults_tx.config.drop == pytest.approx(0.05)
+    rng = np.random.default_rng(2)
+    msgs = [rng.bytes(int(n)) for n in rng.integers(1, 3000, 400)]
+    for m in msgs:
+        host.link.send(Channel.LOOPBACK, m, host.now)
+    got = host.wait(len(msgs), max_steps=200000)
+    assert [m for _, m in got] == msgs
+    assert host.link.stats.retransmits > 0
+    for inj in (ep.faults_rx, ep.faults_tx):
+        s = inj.stats
+        assert min(s.dropped, s.corrupted, s.duplicated, s.reordered, s.delayed) > 0
+    # and programs still run exactly once each
+    for i in range(5):
+        tr = host.run(ins.write(SCRATCH, i), ins.read(SCRATCH), ins.halt())
+        assert tr.reads["data"].tolist() == [i]
+    assert ep.programs_run == 5
+
+
+def test_bad_set_faults_refused(host: Host, ep: BoardEndpoint) -> None:
+    kind, f = host.control(ControlKind.SET_FAULTS, drop=2.0, corrupt=0.0, duplicate=0.0,
+                           reorder=0.0, delay=0.0, delay_s=0.01, seed=0)
+    assert kind == ControlKind.ERROR and f["code"] == ControlErrorCode.MALFORMED
+    assert "drop" in f["message"] and not ep.faults_tx.config.active
+
+
+def test_new_session_restores_power_up_faults() -> None:
+    ep = BoardEndpoint(2, faults=FaultConfig(duplicate=0.2, seed=1))
+    h = Host(ep)
+    h.control(ControlKind.SET_FAULTS, drop=0.3, corrupt=0.0, duplicate=0.0, reorder=0.0,
+              delay=0.0, delay_s=0.01, seed=0)
+    assert ep.faults_rx.config.drop == pytest.approx(0.3)
+    h2 = Host(ep)  # a new host session: SYN with a new nonce
+    h2.now = h.now
+    assert h2.control(ControlKind.HELLO, protocol_version=PROTOCOL_VERSION)[0] == (
+        ControlKind.HELLO_REPLY)
+    assert ep.faults_rx.config == FaultConfig(duplicate=0.2, seed=1)
+
+
+def test_registers_survive_a_new_session(ep: BoardEndpoint) -> None:
+    Host(ep).run(ins.write(SCRATCH, 99), ins.halt())
+    ep.reset_link()
+    assert Host(ep).run(ins.read(SCRATCH), ins.halt()).reads["data"].tolist() == [99]
+
+
+def test_internal_error_becomes_halt_status(ep: BoardEndpoint, capsys) -> None:
+    class Broken:
+        def run(self, batch):
+            raise RuntimeError("core bug")
+
+    ep.executor._core = Broken()
+    tr = Host(ep).run(ins.timer_reset(), ins.cadc_trigger(), ins.halt())
+    assert tr.halt["status"].tolist() == [HALT_INTERNAL]
+    assert ep.internal_errors == 1 and "core bug" in capsys.readouterr().err
+
+
+def test_deadlines(ep: BoardEndpoint) -> None:
+    assert ep.next_deadline() is None
+    h = Host(ep)
+    h.control(ControlKind.HELLO, protocol_version=PROTOCOL_VERSION)  # link established
+    for _ in range(50):  # let the last acks settle
+        h.step()
+    assert ep.next_deadline() is None  # idle board: select() may sleep for ever
+    h.link.send(Channel.LOOPBACK, b"x", h.now)
+    ep.receive(h.link.poll(h.now), h.now)  # data arrived: the echo is due now
+    assert ep.next_deadline() == h.now
+    assert ep.transmit(h.now)
+    assert ep.next_deadline() == pytest.approx(h.now + ep.link.rto)  # retransmission timer
+
+
+def test_unknown_channel_is_ignored(ep: BoardEndpoint) -> None:
+    h = Host(ep)
+    h.link.send(7, b"nobody listens", h.now)
+    h.link.send(Channel.LOOPBACK, b"still works", h.now)
+    assert h.wait(1) == [(Channel.LOOPBACK, b"still works")]
+
+
+def test_spike_loopback_through_real_analog_core() -> None:
+    analog = pytest.importorskip("emulator.analog")
+    if not hasattr(analog, "AnalogCore"):
+        pytest.skip("analog core not built yet")
+    from protocol.addressmap import CrossbarInput, CrossbarOutput
+
+    ep = BoardEndpoint(1)
+    node = address(Block.CROSSBAR, CrossbarInput.FPGA << 4 | CrossbarOutput.FPGA_RECORD)
+    times = np.array([100, 100, 250, 4000, 4001], np.uint64)
+    labels = np.array([3, 0x1234, 77, 0x3FFF, 0], np.uint16)
+    parts = [ins.write(node, 1 << 31), ins.timer_reset()]
+    for e in range(3):
+        parts += [ins.wait_until(10000 * e), ins.episode_start(e),
+                  ins.spikes(times + 10000 * e, labels)]
+    tr = Host(ep).run(*parts, ins.halt())
+    assert tr.errors.size == 0
+    assert tr.spikes["label"].tolist() == labels.tolist() * 3
+    assert tr.spikes["time"].tolist() == [int(t) + 10000 * e for e in range(3) for t in times]
+    assert tr.spikes["episode"].tolist() == [e for e in range(3) for _ in times]
+    assert ep.executor.stats.core_runs == 1
