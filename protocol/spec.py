@@ -56,7 +56,7 @@ INSTRUCTION_BODIES: dict[int, cs.Construct] = {
     Instr.EPISODE_START: cs.Struct("index" / B(14), _reserved(42)),
     Instr.BARRIER: cs.Struct(_reserved(56)),
     Instr.HALT: cs.Struct(_reserved(56)),
-    Instr.SYSTEM: cs.Struct(_reserved(48), "op" / B(8)),
+    Instr.SYSTEM: cs.Struct(_reserved(48), "sysop" / B(8)),
 }
 
 RECORD_BODIES: dict[int, cs.Construct] = {
@@ -83,12 +83,12 @@ def _fields(parsed: Any) -> dict[str, int]:
     return {k: v for k, v in parsed.items() if not k.startswith("_") and k != "reserved"}
 
 
-def build_instruction(op: int, **fields: int) -> bytes:
+def build_instruction(op: int, /, **fields: int) -> bytes:
     """8 bytes of one instruction word from its named fields."""
     return INSTRUCTION.build({"op": int(op), "body": fields})
 
 
-def build_record(op: int, **fields: int) -> bytes:
+def build_record(op: int, /, **fields: int) -> bytes:
     """8 bytes of one trace record word from its named fields."""
     return RECORD.build({"op": int(op), "body": fields})
 
