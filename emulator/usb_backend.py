@@ -182,7 +182,7 @@ class EmulatorUSBBackend(usb.backend.IBackend):
         self,
         endpoint: Endpoint | None = None,
         *,
-        seed: int = 0,
+        seed: int = 1,
         faults: Any = None,
         serial_string: str | None = None,
         vid: int = USB_VID,

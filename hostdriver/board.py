@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hostdriver.link_driver import LinkDriver
+from protocol import instructions as ins
 from protocol.control import (
     ControlErrorCode,
     ControlKind,
@@ -24,13 +25,14 @@ from protocol.control import (
 )
 from protocol.errors import BoardError, ConfigError, DecodeError
 from protocol.link import LinkStats
-from protocol.wire import PROTOCOL_VERSION, Channel, ErrorCode
+from protocol.wire import OPCODE_SHIFT, PROTOCOL_VERSION, Channel, ErrorCode, Instr
 
 if TYPE_CHECKING:
     from protocol.records import Trace
 
 ControlPacket = tuple[int, dict[str, Any]]
 _MAX_ERRORS_SHOWN = 5
+_M32 = (1 << 32) - 1
 
 
 @dataclass(frozen=True)
@@ -179,10 +181,12 @@ class Board:
         give more for programs the board needs long to compute. ERROR records raise BoardError
         with the complete trace attached as `.trace`.
         """
-        from protocol.instructions import program_bytes
         from protocol.records import decode_trace
 
-        data = program if isinstance(program, bytes) else program_bytes(program)
+        if isinstance(program, bytes | bytearray):
+            data = bytes(program)
+        else:
+            data = ins.program_bytes(program)
         reply = self._driver.request(Channel.PLAYBACK, data, timeout)
         trace = decode_trace(reply)
         errors = trace.errors
@@ -201,24 +205,22 @@ class Board:
 
     def write(self, addrs: Any, values: Any, *, timeout: float | None = None) -> None:
         """Write registers (arrays of addresses and values, same length)."""
-        from protocol import instructions as ins
-
-        a = np.atleast_1d(np.asarray(addrs, dtype=np.uint64))
-        v = np.atleast_1d(np.asarray(values, dtype=np.uint64))
+        a, v = np.asarray(addrs), np.asarray(values)
         if a.shape != v.shape:
             raise ConfigError(f"write: {a.size} addresses but {v.size} values")
-        self.run(np.concatenate([ins.write(a, v), ins.halt()]), timeout=timeout)
+        self.run(ins.program(ins.write(a, v), ins.halt()), timeout=timeout)
 
     def read(self, addrs: Any, *, timeout: float | None = None) -> np.ndarray:
         """Read registers; returns uint32 values in the order of `addrs`."""
-        from protocol import instructions as ins
-
-        a = np.atleast_1d(np.asarray(addrs, dtype=np.uint64))
-        words = [ins.read(int(x), 1) for x in a]  # TODO vectorise once read() takes arrays
-        trace = self.run(np.concatenate([*words, ins.halt()]), timeout=timeout)
+        a = np.atleast_1d(np.asarray(addrs)).ravel()
+        if a.size and (a.dtype.kind not in "iu" or int(a.min()) < 0 or int(a.max()) > _M32):
+            raise ConfigError(f"read: addresses must be integers in 0..0x{_M32:X}")
+        # one READ (count 1) per address, built vectorised: [55:32] count, [31:0] address
+        words = a.astype(np.uint64) | np.uint64((int(Instr.READ) << OPCODE_SHIFT) | (1 << 32))
+        trace = self.run(ins.program(words, ins.halt()), timeout=timeout)
         data = np.asarray(trace.reads["data"], dtype=np.uint32)
         if data.size != a.size:
-            raise BoardError(f"{self.url}: asked for {a.size} reads, got {data.size}")
+            raise BoardError(f"{self.url}: asked for {a.size} register reads, got {data.size}")
         return data
 
     # ------------------------------------------------------------------ board knobs

@@ -17,9 +17,10 @@ DEFAULT_URL = "emu://"
 ENV_VAR = "STROBE_BOARD"
 USB_BACKENDS = ("emulator", "libusb1", "libusb0", "openusb")
 DEFAULT_BAUDRATE = 115200
+DEFAULT_SEED = 1  # board serial of an emulator started without ?seed (as tools.emulator serve)
 
 GRAMMAR = """board URL grammar:
-  emu://[?seed=N]                      embedded emulator (the default); N = board serial (>= 0)
+  emu://[?seed=N]                      embedded emulator (the default); N = board serial (1)
   tcp://HOST:PORT                      a board or `python -m tools.emulator serve` over TCP
   serial:///dev/ttyUSB0[?baudrate=N]   a serial device or pty (pyserial)
   serial:PYSERIAL_URL                  any pyserial URL: serial:loop://, serial:socket://HOST:PORT
@@ -35,10 +36,10 @@ def _bad(url: str, part: str, why: str) -> ConfigError:
 class EmuURL:
     """The emulator embedded in this process (in-process transport)."""
 
-    seed: int = 0
+    seed: int = DEFAULT_SEED
 
     def __str__(self) -> str:
-        return "emu://" + (f"?seed={self.seed}" if self.seed else "")
+        return "emu://" + (f"?seed={self.seed}" if self.seed != DEFAULT_SEED else "")
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class UsbURL:
     pid: int
     serial: str | None = None
     backend: str | None = None  # None: pyusb's default (libusb1, openusb, libusb0)
-    seed: int = 0  # only with backend="emulator"
+    seed: int = DEFAULT_SEED  # only with backend="emulator"
 
     def __str__(self) -> str:
         params: list[tuple[str, str]] = []
@@ -84,7 +85,7 @@ class UsbURL:
             params.append(("serial", self.serial))
         if self.backend is not None:
             params.append(("backend", self.backend))
-        if self.seed:
+        if self.seed != DEFAULT_SEED:
             params.append(("seed", str(self.seed)))
         query = f"?{urlencode(params)}" if params else ""
         return f"usb://{self.vid:04X}:{self.pid:04X}{query}"
@@ -146,7 +147,7 @@ def parse_board_url(url: str) -> BoardURL:
         if rest not in ("", "/"):
             raise _bad(url, f"location {rest!r}", "emu:// takes no host or path")
         params = _query(url, query, ("seed",))
-        seed = _int(url, "seed", params["seed"], 0, 2**64 - 1) if "seed" in params else 0
+        seed = _int(url, "seed", params["seed"], 0, 2**64 - 1) if "seed" in params else DEFAULT_SEED
         return EmuURL(seed)
     if scheme == "tcp":
         return _parse_tcp(url)
@@ -213,7 +214,7 @@ def _parse_usb(url: str) -> UsbURL:
     backend = params.get("backend")
     if backend is not None and backend not in USB_BACKENDS:
         raise _bad(url, f"backend {backend!r}", f"unknown (valid: {', '.join(USB_BACKENDS)})")
-    seed = 0
+    seed = DEFAULT_SEED
     if "seed" in params:
         if backend != "emulator":
             raise _bad(url, "seed", "only meaningful with backend=emulator")

@@ -16,7 +16,9 @@ def _usb_backend(url: UsbURL) -> Any:
     if url.backend == "emulator":
         from emulator.usb_backend import EmulatorUSBBackend
 
-        return EmulatorUSBBackend(seed=url.seed, vid=url.vid, pid=url.pid, serial_string=url.serial)
+        return EmulatorUSBBackend(
+            seed=url.seed, vid=url.vid, pid=url.pid, serial_string=url.serial
+        )
     import importlib
 
     module = importlib.import_module(f"usb.backend.{url.backend}")
@@ -33,7 +35,6 @@ def open_transport(url: BoardURL, *, timeout: float = 2.0) -> Transport:
     text = str(url)
     if isinstance(url, EmuURL):
         from emulator.endpoint import BoardEndpoint
-
         from hostdriver.transports.inprocess import InProcessTransport
 
         return InProcessTransport(BoardEndpoint(url.seed), url=text)

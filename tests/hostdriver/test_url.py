@@ -20,9 +20,10 @@ from protocol.errors import ConfigError
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("emu://", EmuURL(0)),
+        ("emu://", EmuURL(1)),
+        ("emu://?seed=0", EmuURL(0)),
         ("emu://?seed=42", EmuURL(42)),
-        ("EMU://", EmuURL(0)),
+        ("EMU://", EmuURL(1)),
         ("tcp://127.0.0.1:5000", TcpURL("127.0.0.1", 5000)),
         ("tcp://board7.lab:1", TcpURL("board7.lab", 1)),
         ("tcp://[::1]:65535", TcpURL("::1", 65535)),
@@ -38,6 +39,10 @@ from protocol.errors import ConfigError
             "usb://1209:5B0E?backend=emulator&seed=3",
             UsbURL(0x1209, 0x5B0E, None, "emulator", 3),
         ),
+        (
+            "usb://1209:5B0E?backend=emulator",
+            UsbURL(0x1209, 0x5B0E, None, "emulator", 1),
+        ),
     ],
 )
 def test_parse_valid(text: str, expected: object) -> None:
@@ -47,7 +52,8 @@ def test_parse_valid(text: str, expected: object) -> None:
 
 
 def test_canonical_strings() -> None:
-    assert str(EmuURL(0)) == "emu://"
+    assert str(EmuURL(1)) == "emu://"
+    assert str(EmuURL(0)) == "emu://?seed=0"
     assert str(SerialURL("/dev/ttyACM0", 9600)) == "serial:///dev/ttyACM0?baudrate=9600"
     assert str(UsbURL(0x1209, 0x5B0E, "S1")) == "usb://1209:5B0E?serial=S1"
     assert str(TcpURL("::1", 80)) == "tcp://[::1]:80"

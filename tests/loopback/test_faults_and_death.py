@@ -1,0 +1,90 @@
+"""Link faults the ARQ must repair, and boards that die mid-run (LinkError, never a hang)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from served_emulator import ServedEmulator
+
+import hostdriver
+from emulator.usb_backend import EmulatorUSBBackend
+from hostdriver.board import Board
+from hostdriver.link_driver import LinkDriver
+from hostdriver.transports.usb import UsbTransport
+from protocol.errors import LinkError
+from tools.loopback import loopback_test
+
+
+@pytest.mark.parametrize("kind", ["inprocess", "tcp"])
+def test_one_percent_faults_lose_nothing(kind: str, request: pytest.FixtureRequest) -> None:
+    # the issue's acceptance run is 20000 frames; CI runs a tenth of it
+    url = "emu://" if kind == "inprocess" else request.getfixturevalue("served_tcp").url
+    with hostdriver.connect(url, timeout=5.0) as board:
+        result = loopback_test(board, 2000, 64, inject_faults=0.01, seed=5)
+    assert (result["ok"], result["lost"], result["corrupted"]) == (2000, 0, 0)
+    assert result["retransmits"] > 0
+    assert result["link"]["out_of_order"] > 0 and result["link"]["crc_errors"] > 0
+
+
+def _stream_until_dead(board: Board, kill: object) -> tuple[int, LinkError]:
+    """Stream echoes, kill the board after 200 of them; return (echoes seen, the error)."""
+    payloads = (np.full(64, i, np.uint64).tobytes() for i in range(1_000_000))
+    seen = 0
+    with pytest.raises(LinkError) as info:
+        for echo in board.loopback_stream(payloads):
+            assert echo == np.full(64, seen, np.uint64).tobytes()
+            seen += 1
+            if seen == 200:
+                kill()  # type: ignore[operator]
+    return seen, info.value
+
+
+@pytest.mark.parametrize("where", [("--listen", "tcp://127.0.0.1:0"), ("--pty",)])
+def test_killing_served_emulator_mid_run_raises_link_error(where: tuple[str, ...]) -> None:
+    server = ServedEmulator(*where)
+    try:
+        board = hostdriver.connect(server.url, timeout=2.0)
+        seen, error = _stream_until_dead(board, server.kill)
+        # detected by the pipe itself (EOF / EIO), not by waiting out the 2 s silence bound
+        assert "silent" not in str(error)
+        assert seen >= 200
+        with pytest.raises(LinkError):  # and it stays down
+            board.loopback(b"x")
+        board.close()
+    finally:
+        server.stop()
+
+
+def test_frozen_served_emulator_raises_link_error_after_timeout() -> None:
+    # SIGSTOP: the connection stays open but the board never answers again
+    server = ServedEmulator("--listen", "tcp://127.0.0.1:0")
+    try:
+        board = hostdriver.connect(server.url, timeout=0.5)
+        _, error = _stream_until_dead(
+            board, lambda: os.kill(server.proc.pid, signal.SIGSTOP)
+        )
+        assert "silent for 0.5 s" in str(error)
+        board.close()
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()
+
+
+def test_unplugged_usb_board_mid_run_raises_link_error() -> None:
+    backend = EmulatorUSBBackend(seed=2)
+    transport = UsbTransport(backend=backend, timeout=2.0)
+    board = Board(LinkDriver(transport, timeout=2.0), "usb://1209:5B0E?backend=emulator&seed=2")
+    _, error = _stream_until_dead(board, backend.unplug)
+    assert "No such device" in str(error)
+    board.close()
+
+
+def test_connect_to_nothing_is_link_error() -> None:
+    server = ServedEmulator("--listen", "tcp://127.0.0.1:0")
+    url = server.url
+    server.stop()
+    with pytest.raises(LinkError, match="cannot connect"):
+        hostdriver.connect(url, timeout=1.0)
