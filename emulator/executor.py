@@ -267,25 +267,13 @@ class _Run:
         barriers = np.flatnonzero(op == Instr.BARRIER)
 
         e0 = self.ex.timer
-        state = (e0, 0, e0)  # (elapsed now, segment offset, pending ADC end)
-        e = np.empty(n, np.int64)
-        seg_off = np.empty(n, np.int64)
-        past = np.zeros(n, bool)
-        bounds = [0, *(barriers + 1).tolist(), n] if has_adc.any() else [0, n]
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            if hi <= lo:
-                continue
-            now, off, pend = state
-            e_c, off_c, past_c = _chunk_times(now, off, t[lo:hi], is_wait[lo:hi],
-                                              is_reset[lo:hi])
-            if self._is_barrier(op, hi - 1):
-                e_c[-1] = max(e_c[-1], pend, _max_end(e_c, dur[lo:hi], has_adc[lo:hi]))
-            e[lo:hi] = e_c
-            seg_off[lo:hi] = off_c
-            past[lo:hi] = past_c
-            pend = max(pend, _max_end(e_c, dur[lo:hi], has_adc[lo:hi]))
-            state = (int(e_c[-1]), int(off_c[-1]), pend)
-        now, off, pend = state
+        e, seg_off, past, pend = _timeline_fixed_point(e0, t, is_wait, is_reset, barriers, dur,
+                                                       has_adc)
+        if e is None:  # barriers waiting on barriers, deeper than the fixed point goes
+            e, seg_off, past, pend = _timeline_sequential(e0, t, is_wait, is_reset, barriers,
+                                                          dur, has_adc, op)
+        now = int(e[-1]) if n else e0
+        off = int(seg_off[-1]) if n else 0
         self.e = e
         self.seg_off = seg_off
         self.e_halt = max(now, pend)
@@ -297,10 +285,6 @@ class _Run:
         self.madc_n, self.period, self.bad_madc = madc_n, period, bad_madc
         self.madc_cfg = np.zeros(n, np.int64)
         self.madc_cfg[is_madc] = madc_cfg
-
-    @staticmethod
-    def _is_barrier(op: np.ndarray, i: int) -> bool:
-        return 0 <= i < op.size and op[i] == Instr.BARRIER
 
     def _madc_config_at(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """MADC period and config word in force at word indices `at` (earlier writes applied)."""
@@ -636,10 +620,13 @@ class _Run:
         seg = _count_le(self.reset_e, self.reset_seq, elapsed, seq)
         timer = elapsed - offs[seg]
         is_sync = (word >> _U64(OPCODE_SHIFT)) == Rec.TIME_SYNC
+        # the host knows the epoch (time >> 42) of the last TIME_SYNC or timed record it saw;
+        # a timed record of another epoch needs a TIME_SYNC first (a reset's sync is epoch 0)
         epoch = np.where(is_sync, 0, timer >> TIMESTAMP_BITS)
-        prev = np.concatenate([[0], epoch[:-1]])
-        need_sync = timed & ~is_sync & (epoch != prev)
-        # a record after a TIME_SYNC(0) starts from epoch 0 again, handled by epoch[sync] = 0
+        marked = np.where(timed | is_sync, np.arange(timed.size), -1)
+        last = np.concatenate([[-1], np.maximum.accumulate(marked)[:-1]])
+        known = np.where(last >= 0, epoch[np.maximum(last, 0)], 0)
+        need_sync = timed & ~is_sync & (epoch != known)
         word = np.where(timed, word | (timer.astype(_U64) & _U64(TIMESTAMP_MASK)), word)
         size = np.where(cadc_row >= 0, _CADC_BLOCK, 1) + need_sync
         out = np.zeros(int(size.sum()), _U64)
@@ -679,6 +666,91 @@ class _Run:
                              core_runs=self.core_runs, errors=self.n_errors, status=status,
                              trace_words=out.size)
         return out
+
+
+_NONE = -(1 << 62)  # "no candidate" in elapsed-time maxima
+FIXED_POINT_PASSES = 8
+
+
+def _timeline(e0: int, t: np.ndarray, is_wait: np.ndarray, is_reset: np.ndarray,
+              bar: np.ndarray, bar_floor: np.ndarray):
+    """Elapsed time of every instruction given fixed barrier floors (elapsed ticks).
+
+    e is the running maximum of each instruction's candidate time: a WAIT_UNTIL's target plus
+    its TIMER_RESET segment's offset, a barrier's floor. Segment offsets (elapsed time at each
+    TIMER_RESET) follow the max-plus recurrence x[s+1] = max(x[s] + M[s], BM[s]) (M: largest
+    wait target of the segment, BM: largest barrier floor), solved with a cumsum and a cummax.
+    Returns (e, offset per instruction, past-WAIT mask).
+    """
+    seg = np.cumsum(is_reset)
+    n_seg = int(seg[-1]) + 1
+    tw = np.where(is_wait, t, 0)
+    m = np.zeros(n_seg, np.int64)
+    np.maximum.at(m, seg, tw)
+    bm = np.full(n_seg, _NONE, np.int64)
+    if bar.size:
+        np.maximum.at(bm, seg[bar], bar_floor)
+    x = np.zeros(n_seg, np.int64)  # segment 0 keeps offset 0 (timer = elapsed), floor e0
+    if n_seg > 1:
+        x1 = max(e0, int(m[0]), int(bm[0]))
+        p = np.concatenate([[0], np.cumsum(m[1:-1])])  # sum of M[1..s-1] for s = 1..
+        y = np.maximum(x1, np.maximum.accumulate(np.concatenate([[_NONE], bm[1:-1] - p[1:]])))
+        x[1:] = y + p
+    off = x[seg]
+    cand = np.where(is_wait, off + tw, off)
+    if bar.size:
+        cand[bar] = np.maximum(cand[bar], bar_floor)
+    e = np.maximum.accumulate(np.maximum(cand, e0))
+    before = np.concatenate([[e0], e[:-1]])
+    return e, off, is_wait & (off + tw < before)
+
+
+def _pending(e: np.ndarray, dur: np.ndarray, has_adc: np.ndarray, e0: int) -> np.ndarray:
+    """End of the latest ADC schedule issued before each instruction (exclusive), >= e0."""
+    ends = np.where(has_adc, e + dur, e0)
+    return np.concatenate([[e0], np.maximum.accumulate(ends)[:-1]])
+
+
+def _timeline_fixed_point(e0, t, is_wait, is_reset, bar, dur, has_adc):
+    """Barrier floors by iteration: each pass raises the floors to the ADC work pending at the
+    barriers; floors only grow, so a consistent result is the exact one. Programs whose
+    barriers wait on each other deeper than FIXED_POINT_PASSES return None (use the loop)."""
+    n = t.size
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), e0
+    floor = np.full(bar.size, _NONE, np.int64)
+    for _ in range(FIXED_POINT_PASSES if has_adc.any() and bar.size else 1):
+        e, off, past = _timeline(e0, t, is_wait, is_reset, bar, floor)
+        if not (has_adc.any() and bar.size):
+            break
+        need = _pending(e, dur, has_adc, e0)[bar]
+        if np.all(need <= e[bar]):
+            break
+        floor = np.maximum(floor, need)
+    else:
+        return None, None, None, None
+    pend = int((e[has_adc] + dur[has_adc]).max()) if has_adc.any() else e0
+    return e, off, past, pend
+
+
+def _timeline_sequential(e0, t, is_wait, is_reset, bar, dur, has_adc, op):
+    """The same timeline, one barrier-free stretch at a time (any barrier depth)."""
+    n = t.size
+    e = np.empty(n, np.int64)
+    seg_off = np.empty(n, np.int64)
+    past = np.zeros(n, bool)
+    now, off, pend = e0, 0, e0
+    bounds = [0, *(bar + 1).tolist(), n]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if hi <= lo:
+            continue
+        e_c, off_c, past_c = _chunk_times(now, off, t[lo:hi], is_wait[lo:hi], is_reset[lo:hi])
+        pend = max(pend, _max_end(e_c, dur[lo:hi], has_adc[lo:hi]))
+        if op[hi - 1] == Instr.BARRIER:
+            e_c[-1] = max(e_c[-1], pend)
+        e[lo:hi], seg_off[lo:hi], past[lo:hi] = e_c, off_c, past_c
+        now, off = int(e_c[-1]), int(off_c[-1])
+    return e, seg_off, past, pend
 
 
 def _chunk_times(now: int, off: int, t: np.ndarray, is_wait: np.ndarray, is_reset: np.ndarray):
@@ -725,11 +797,15 @@ def _count_le(ref_e: np.ndarray, ref_seq: np.ndarray, e: np.ndarray, seq: np.nda
 
 
 def _pack_cadc(samples: np.ndarray) -> np.ndarray:
-    """[C, 512] u8 -> [C, 74] u64 CADC_DATA words (channel 7k+j at bits 8j..8j+7)."""
+    """[C, 512] u8 -> [C, 74] u64 CADC_DATA words (channel 7k+j in byte j of word k, opcode in
+    byte 7; the 6 unused slots of the last word zero), built as bytes, viewed as LE words."""
     c = samples.shape[0]
-    pad = np.zeros((c, CADC_DATA_WORDS * CADC_SAMPLES_PER_WORD), np.uint64)
-    pad[:, :CADC_CHANNELS] = samples
-    pad = pad.reshape(c, CADC_DATA_WORDS, CADC_SAMPLES_PER_WORD)
-    shifts = (8 * np.arange(CADC_SAMPLES_PER_WORD)).astype(np.uint64)
-    data = np.bitwise_or.reduce(pad << shifts, axis=2)
-    return data | _U64(_rec(Rec.CADC_DATA))
+    full = CADC_CHANNELS // CADC_SAMPLES_PER_WORD  # 73 full words, then one with 1 sample
+    raw = np.empty((c, CADC_DATA_WORDS, 8), np.uint8)
+    raw[:, :full, :CADC_SAMPLES_PER_WORD] = samples[:, : full * CADC_SAMPLES_PER_WORD].reshape(
+        c, full, CADC_SAMPLES_PER_WORD)
+    raw[:, full, :CADC_SAMPLES_PER_WORD] = 0
+    raw[:, full, : CADC_CHANNELS - full * CADC_SAMPLES_PER_WORD] = samples[
+        :, full * CADC_SAMPLES_PER_WORD :]
+    raw[:, :, 7] = int(Rec.CADC_DATA)
+    return raw.view("<u8").reshape(c, CADC_DATA_WORDS)

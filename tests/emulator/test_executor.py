@@ -274,6 +274,12 @@ def test_timestamp_wrap_emits_time_sync(ex: Executor, regs: RegisterFile) -> Non
     assert int(words[1]) & ((1 << 42) - 1) == t  # low 42 bits on the wire
     assert tr.halt["time"][0] == (2 << 42) + 1
     assert ex.timer == (2 << 42) + 1
+    # records without a timestamp do not tell the host the epoch: the spike after a read
+    # still needs its TIME_SYNC
+    _, tr = run(ex, ins.timer_reset(), ins.wait_until((1 << 42) + 9), ins.read(SCRATCH),
+                ins.spikes([(1 << 42) + 9], [4]), ins.halt())
+    assert tr.spikes["time"].tolist() == [(1 << 42) + 9]
+    assert tr.syncs.tolist() == [0, 1 << 42]
 
 
 # ---------------------------------------------------------------- spikes and episodes
@@ -472,3 +478,74 @@ def test_fuzz_never_raises_and_agrees_with_decoder(words) -> None:
 
 
 decode_program = ins.decode_program
+
+
+# ---------------------------------------------------------------- timing against a reference
+def _reference_timing(prog: list[tuple]) -> tuple[list[int], list[int], int]:
+    """Sequential model of the timer: (CADC sample elapsed times in request order,
+    word indices of TIME_IN_PAST waits, HALT timer value). Word 0 is EPISODE_START."""
+    elapsed, off, pend = 0, 0, 0
+    samples, past = [], []
+    for i, (kind, a, b) in enumerate(prog, start=1):
+        if kind == "reset":
+            off = elapsed
+        elif kind == "wait":
+            if off + a < elapsed:
+                past.append(i)
+            else:
+                elapsed = off + a
+        elif kind == "cadc":
+            samples += [elapsed + k * b for k in range(a)]
+            pend = max(pend, elapsed + (a - 1) * b + 1)
+        elif kind == "barrier":
+            elapsed = max(elapsed, pend)
+    return samples, past, max(elapsed, pend) - off
+
+
+def _encode_timing(prog: list[tuple]) -> np.ndarray:
+    parts = [ins.episode_start(0)]
+    for kind, a, b in prog:
+        parts.append({"reset": ins.timer_reset, "barrier": ins.barrier}[kind]() if kind in (
+            "reset", "barrier") else ins.wait_until(a) if kind == "wait" else
+            ins.cadc_schedule(b, a))
+    return ins.program(*parts, ins.halt())
+
+
+_timing_ops = st.one_of(
+    st.tuples(st.just("reset"), st.just(0), st.just(0)),
+    st.tuples(st.just("wait"), st.integers(0, 3000), st.just(0)),
+    st.tuples(st.just("cadc"), st.integers(1, 5), st.integers(0, 400)),
+    st.tuples(st.just("barrier"), st.just(0), st.just(0)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_timing_ops, max_size=40))
+def test_timing_matches_sequential_reference(prog) -> None:
+    regs = RegisterFile(1)
+    ex = Executor(regs, FakeCore(regs))
+    tr = decode_trace(ex.run(ins.program_bytes(_encode_timing(prog))))
+    samples, past, halt = _reference_timing(prog)
+    assert [e[2] for e in errors(tr) if e[0] == ErrorCode.TIME_IN_PAST] == past
+    assert int(tr.halt["time"][0]) == halt
+    assert ex.core.batches[0].cadc_time.tolist() == samples
+
+
+def test_deep_barrier_chain_uses_the_sequential_path(ex: Executor) -> None:
+    from emulator import executor as mod
+
+    prog = [("cadc", 3, 100), ("barrier", 0, 0)] * (mod.FIXED_POINT_PASSES + 4)
+    prog += [("reset", 0, 0), ("wait", 10, 0), ("cadc", 2, 50), ("barrier", 0, 0)]
+    words = _encode_timing(prog)
+    op = (words[1:-1] >> np.uint64(56)).astype(np.int64)
+    t = np.where(op == Instr.WAIT_UNTIL, (words[1:-1] & np.uint64((1 << 56) - 1)), 0)
+    dur = np.where(op == Instr.CADC_SCHEDULE, 201, 0)
+    dur[-2] = 51
+    got = mod._timeline_fixed_point(0, t.astype(np.int64), op == Instr.WAIT_UNTIL,
+                                    op == Instr.TIMER_RESET, np.flatnonzero(op == Instr.BARRIER),
+                                    dur, dur > 0)
+    assert got[0] is None  # too deep for the fixed point
+    tr = decode_trace(ex.run(ins.program_bytes(words)))
+    samples, past, halt = _reference_timing(prog)
+    assert ex.core.batches[0].cadc_time.tolist() == samples
+    assert int(tr.halt["time"][0]) == halt == 61
