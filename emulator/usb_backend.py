@@ -5,10 +5,11 @@ from real descriptor bytes (device, configuration, interface, endpoints, strings
 transfers), set_configuration, claim_interface, bulk transfers. Bulk OUT bytes go into a
 BoardEndpoint, bulk IN bytes come out of it: the whole host USB path runs without hardware.
 
-Identity of the board (documented in docs/hostdriver.md): VID:PID 1209:5B0E (pid.codes
-open-source range), one configuration, one vendor-specific interface (class 0xFF) with bulk OUT
-0x01 and bulk IN 0x81, wMaxPacketSize 512 (USB 2.0 high speed), iSerialNumber = board serial as
-16 upper-case hex digits.
+The board's USB identity (hostdriver.transports.usb holds the same numbers): VID:PID 1209:5B0E
+(pid.codes open-source range), one configuration, one vendor-specific interface (class 0xFF)
+with bulk OUT 0x01 and bulk IN 0x81, wMaxPacketSize 512 (USB 2.0 high speed), iSerialNumber =
+board serial as 16 upper-case hex digits. `usb://1209:5B0E?backend=emulator&seed=N` selects
+this backend from a board URL (tests, demos).
 """
 
 from __future__ import annotations

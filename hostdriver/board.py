@@ -151,22 +151,22 @@ class Board:
         window stays full (default depth: twice the link window).
         """
         driver = self._driver
-        depth = depth or 2 * driver.link.window
+        depth = max(1, depth or 2 * driver.link.window)
         source = iter(payloads)
         outstanding = 0
         done = False
         while True:
-            queued = False
-            while not done and outstanding < depth:
-                try:
-                    payload = next(source)
-                except StopIteration:
-                    done = True
-                    break
-                driver.send(Channel.LOOPBACK, bytes(payload), flush=False)
-                outstanding += 1
-                queued = True
-            if queued:
+            # refill in batches (hysteresis): one flush then carries many frames, and the
+            # echoes come back in batches too, instead of one pump per message
+            if not done and outstanding <= depth // 2:
+                while outstanding < depth:
+                    try:
+                        payload = next(source)
+                    except StopIteration:
+                        done = True
+                        break
+                    driver.send(Channel.LOOPBACK, bytes(payload), flush=False)
+                    outstanding += 1
                 driver.pump(0.0)
             if not outstanding:
                 return
