@@ -1,0 +1,102 @@
+"""What the FPGA executor hands the analog core, and what it gets back (docs/interfaces.md).
+
+All times are 8 ns ticks counted from the start of the episode they belong to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocol.addressmap import N_NEURONS
+from protocol.errors import ConfigError
+from protocol.wire import LABEL_MASK
+
+
+def _arr(x: object, dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(x).reshape(-1), dtype=dtype)
+
+
+@dataclass
+class EpisodeBatch:
+    """Independent episodes simulated together (each starts from the global neuron reset)."""
+
+    n_episodes: int
+    duration: np.ndarray  # [E] u64 ticks each episode lasts
+    spike_episode: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # [S]
+    spike_time: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # [S]
+    spike_label: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint16))  # [S]
+    cadc_episode: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # [C]
+    cadc_time: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # [C]
+    madc_episode: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # [M]
+    madc_time: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # [M]
+    noise_key: int = 0  # temporal noise of episode e = f(serial, noise_key, e)
+    # optional extension: the e used for noise (default 0..E-1); lets a test run episodes one
+    # at a time and still compare with a batch
+    episode_ids: np.ndarray | None = None
+
+    def normalised(self) -> EpisodeBatch:
+        """Copy with canonical dtypes; raises ConfigError on inconsistent shapes or values."""
+        e = int(self.n_episodes)
+        if e < 0:
+            raise ConfigError(f"n_episodes must be >= 0, got {e}")
+        b = EpisodeBatch(
+            n_episodes=e,
+            duration=_arr(self.duration, np.int64),
+            spike_episode=_arr(self.spike_episode, np.int64),
+            spike_time=_arr(self.spike_time, np.int64),
+            spike_label=_arr(self.spike_label, np.int64),
+            cadc_episode=_arr(self.cadc_episode, np.int64),
+            cadc_time=_arr(self.cadc_time, np.int64),
+            madc_episode=_arr(self.madc_episode, np.int64),
+            madc_time=_arr(self.madc_time, np.int64),
+            noise_key=int(self.noise_key) & ((1 << 64) - 1),
+            episode_ids=None if self.episode_ids is None else _arr(self.episode_ids, np.int64),
+        )
+        if b.duration.size != e:
+            raise ConfigError(f"duration has {b.duration.size} entries, expected n_episodes={e}")
+        if (b.duration < 0).any():
+            raise ConfigError("episode durations must be >= 0 ticks")
+        for name, ep, t in (
+            ("spike", b.spike_episode, b.spike_time),
+            ("cadc", b.cadc_episode, b.cadc_time),
+            ("madc", b.madc_episode, b.madc_time),
+        ):
+            if ep.size != t.size:
+                raise ConfigError(f"{name}_episode has {ep.size} entries, {name}_time {t.size}")
+            if ep.size and (ep.min() < 0 or ep.max() >= e):
+                raise ConfigError(f"{name}_episode outside 0..{e - 1}")
+            if (t < 0).any():
+                raise ConfigError(f"{name}_time must be >= 0 ticks")
+        if b.spike_label.size != b.spike_episode.size:
+            raise ConfigError(
+                f"spike_label has {b.spike_label.size} entries, spike_episode "
+                f"{b.spike_episode.size}"
+            )
+        if b.spike_label.size and (b.spike_label.min() < 0 or b.spike_label.max() > LABEL_MASK):
+            raise ConfigError(f"spike labels must lie in 0..{LABEL_MASK}")
+        return b
+
+
+@dataclass
+class EpisodeResult:
+    """Outputs of one AnalogCore.run: recorded events, ADC samples, spike-counter increments."""
+
+    spike_episode: np.ndarray  # [R] i32, events that reached CrossbarOutput.FPGA_RECORD
+    spike_time: np.ndarray  # [R] u64 ticks from the episode start; sorted by (episode, time, label)
+    spike_label: np.ndarray  # [R] u16
+    cadc_samples: np.ndarray  # [C, 512] u8, row i answers request i
+    madc_values: np.ndarray  # [M] u16
+    spike_counts: np.ndarray  # [512] u32 increments of the per-circuit spike counters
+
+    @staticmethod
+    def empty(n_cadc: int = 0, n_madc: int = 0) -> EpisodeResult:
+        return EpisodeResult(
+            spike_episode=np.zeros(0, np.int32),
+            spike_time=np.zeros(0, np.uint64),
+            spike_label=np.zeros(0, np.uint16),
+            cadc_samples=np.zeros((n_cadc, N_NEURONS), np.uint8),
+            madc_values=np.zeros(n_madc, np.uint16),
+            spike_counts=np.zeros(N_NEURONS, np.uint32),
+        )
