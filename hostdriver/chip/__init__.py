@@ -1,7 +1,14 @@
 """The chip configuration model: coordinates (where), values (range-checked), containers (what),
 ChipConfig (the whole chip as arrays, minimal-diff writes, read-back, files). docs/chip.md."""
 
-from protocol.addressmap import GlobalCell, NeuronCell, ReadoutSource, RowMode
+from protocol.addressmap import (
+    CrossbarInput,
+    CrossbarOutput,
+    GlobalCell,
+    NeuronCell,
+    ReadoutSource,
+    RowMode,
+)
 
 from .config import BELIEVED, CONTAINERS, ChipConfig
 from .containers import (
@@ -69,8 +76,10 @@ __all__ = [
     "ChipConfig",
     "Container",
     "Crossbar",
+    "CrossbarInput",
     "CrossbarNode",
     "CrossbarNodeCoord",
+    "CrossbarOutput",
     "DriverCoord",
     "GlobalCapMem",
     "GlobalCell",

@@ -35,8 +35,6 @@ from protocol.addressmap import (
     BackgroundWords,
     Block,
     DriverBits,
-    GlobalCell,
-    NeuronCell,
     ReadoutSource,
     RowMode,
 )
@@ -845,6 +843,3 @@ class MADCConfig(Container):
         a["enable"][...] = (w >> 12) & 1
         a["period"][...] = (w >> 16) & 0xFFFF
 
-
-# quiet "imported but unused" for names re-exported for readers of this module
-_ = (NeuronCell, GlobalCell, NeuronCellCoord)
