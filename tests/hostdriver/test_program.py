@@ -297,3 +297,39 @@ def test_to_ticks():
     assert to_ticks([1, 2], "ticks").tolist() == [1, 2]
     with pytest.raises(ConfigError, match="integers"):
         to_ticks(1.5, "ticks")
+
+
+def replay(words):
+    """(episode, ticks from its start, label) of every spike a program injects, read back from
+    its decoded words by following WAIT_UNTIL / EPISODE_START (an independent interpreter)."""
+    dec = decode_program(words.astype("<u8").tobytes())
+    now, ep, ep_start, out, last_wait = 0, -1, 0, [], -1
+    for row in dec:
+        op = Instr(int(row["op"]))
+        if op == Instr.WAIT_UNTIL:
+            assert int(row["time"]) > last_wait, "WAIT_UNTIL targets must increase"
+            now = last_wait = int(row["time"])
+        elif op == Instr.TIMER_RESET:
+            now, last_wait = 0, -1
+        elif op == Instr.EPISODE_START:
+            ep, ep_start = int(row["index"]), now
+        elif Instr.SPIKE1 <= op <= Instr.SPIKE4:
+            out += [(ep, now - ep_start, int(x)) for x in row["labels"][: int(row["count"])]]
+    return sorted(out)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 50), st.integers(0, 5),
+       st.lists(st.tuples(st.integers(0, 5), st.integers(0, 49), st.integers(0, 16383)),
+                max_size=40))
+def test_episode_layout_replays_to_the_requested_spikes(n, dur, gap, spikes):
+    spikes = [(e % n, t % dur, lab) for e, t, lab in spikes]
+    p = Program()
+    e, t, lab = (np.array(x, np.int64) for x in zip(*spikes, strict=True)) if spikes else (
+        np.zeros(0, np.int64),) * 3
+    p.episodes(n, dur, unit="ticks", gap=gap, lead=3, spikes=SpikeInput(e, t, lab),
+               cadc=CADCSchedule(1, 1))
+    assert replay(p.to_words()) == sorted(spikes)
+    dec = decode_program(p.to_words().astype("<u8").tobytes())
+    assert (dec["op"] == Instr.EPISODE_START).sum() == n
+    assert (dec["op"] == Instr.CADC_SCHEDULE).sum() == n
