@@ -509,13 +509,15 @@ class Program:
         """Run on board; returns RunResult (trace + tickets). Updates the host's belief of the
         board's config from this program's writes / resets / config reads; on failure the
         belief is dropped (BoardError and LinkError propagate)."""
-        before = state.believed(board)
+        before = state.believed(board) if self._effects else None
         try:
             trace = board.run(self.to_words(), timeout=timeout)
         except BaseException:
             state.forget(board)
             raise
         result = RunResult(trace, self)
+        if not self._effects:  # no config writes / reads / resets: the belief stands
+            return result
         after = self._belief_after(before, result)
         if after is None:
             state.forget(board)
