@@ -156,17 +156,21 @@ class Board:
         outstanding = 0
         done = False
         while True:
-            # refill in batches (hysteresis): one flush then carries many frames, and the
-            # echoes come back in batches too, instead of one pump per message
-            if not done and outstanding <= depth // 2:
-                while outstanding < depth:
-                    try:
-                        payload = next(source)
-                    except StopIteration:
-                        done = True
-                        break
-                    driver.send(Channel.LOOPBACK, bytes(payload), flush=False)
-                    outstanding += 1
+            # top up after every echo: the window never drains, and the steady trickle of
+            # frames keeps acks flowing, which lets the link fast-retransmit a lost frame
+            # (refilling in big batches was faster on a clean link but waited out a full
+            # retransmission timeout for every loss)
+            queued = False
+            while not done and outstanding < depth:
+                try:
+                    payload = next(source)
+                except StopIteration:
+                    done = True
+                    break
+                driver.send(Channel.LOOPBACK, bytes(payload), flush=False)
+                outstanding += 1
+                queued = True
+            if queued:
                 driver.pump(0.0)
             if not outstanding:
                 return
