@@ -75,6 +75,7 @@ class BoardEndpoint:
         self.flash = self._attach_flash(flash_file, firmware_version)
         self.programs_run = 0
         self.internal_errors = 0
+        self.sessions = 0  # host sessions begun (SYN with a new nonce): stale output is moot
         self.reset_link()
 
     # ------------------------------------------------------------------ set-up
@@ -153,6 +154,7 @@ class BoardEndpoint:
         messages = self.link.receive(data, now)
         if self.link.stats.resets != resets:  # a new host session: faults back to power-up
             self.set_faults(self._power_up_faults)
+            self.sessions += 1
         for channel, message in messages:
             reply = self._handle(channel, message)
             if reply is not None:

@@ -1,19 +1,33 @@
 """The FPGA's playback executor: one program (u64 instruction words) in, one trace out.
 
-Everything is vectorised over instructions: the playback timer of every instruction comes from a
-cumulative maximum over WAIT_UNTIL targets (segmented at TIMER_RESET), register accesses are bulk
-numpy operations, all episodes between two register writes go to the analog core in one
-EpisodeBatch, and trace records are produced as arrays and put in time order with one lexsort.
-Python loops run only over "sync points" (barriers that wait, groups of episodes split by writes,
-runs of writes vs reads), never over words or events.
+Everything is vectorised over instructions: the playback timer of every instruction is a running
+maximum of WAIT_UNTIL targets (offset per TIMER_RESET segment), register accesses are bulk numpy
+operations, all episodes between two register writes go to the analog core as one EpisodeBatch,
+and trace records are built as arrays and put in time order with one lexsort. Python loops run
+only over sync points (episode groups split by writes, runs of writes vs reads, barriers that
+wait on barriers), never over words or events.
 
-Semantics (docs/protocol.md is the reference; choices made here are listed in the report of
-`Executor.run`):
-- Instructions take no time; only WAIT_UNTIL advances the timer, BARRIER waits for scheduled ADC
-  samples, HALT is an implicit barrier. The timer persists between programs (TIMER_RESET zeroes it).
-- Errors never raise: they become ERROR records. Address errors and TIME_IN_PAST skip the one
-  access/wait; BAD_INSTRUCTION and TRUNCATED_PROGRAM stop execution there. The trace always ends
-  with HALT; its status is 0 only if the trace holds no ERROR record.
+Semantics (what a firmware must reproduce; docs/protocol.md):
+- Time: instructions take no time; WAIT_UNTIL t waits until timer t (earlier than now: ERROR
+  TIME_IN_PAST, skipped). The timer persists between programs; TIMER_RESET zeroes it and emits
+  TIME_SYNC(0). Scheduled ADC samples run in the background; BARRIER waits until the last one has
+  been taken (one tick after its time), HALT does too. A TIME_SYNC(epoch << 42) precedes the first
+  timed record of each new 42-bit epoch.
+- Registers: accesses happen in program order at once. READ_DATA records count up from 0 in each
+  program; a refused access gives an ERROR record (unmapped reads also a READ_DATA of 0).
+- Episodes: EPISODE_START begins an episode (EPISODE record). Events before the first one (if
+  any spike or ADC request comes before it) form an implicit episode from the first timed
+  instruction, with no EPISODE record. An event issued by an instruction belongs to that
+  instruction's episode; a scheduled sample to the episode running at its time. Register writes
+  (and spike-counter reads, CHIP_RESET, CLEAR_SPIKE_COUNTERS) between two EPISODE_STARTs split the
+  episodes into groups run one after the other: the analog core sees writes from the next
+  EPISODE_START on, and spike counters include every episode started before a read.
+- Errors never raise. The first malformed word (unknown opcode, reserved bits, zero count, stray
+  or missing DATA) stops execution there with BAD_INSTRUCTION / TRUNCATED_PROGRAM; words after HALT
+  are reported, not run. The trace always ends with HALT: status 0 ok, 1 error records, 2 aborted,
+  0x3FFF emulator failure.
+- Records are in time order; records of one instant in program order, background events (spikes
+  out of the chip, scheduled samples) after the instructions of that instant.
 """
 
 from __future__ import annotations

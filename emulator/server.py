@@ -136,7 +136,10 @@ def _serve(endpoint: BoardEndpoint, stop: _Stop, listener: socket.socket | None,
                 pipe = None
                 continue
             if data:
+                sessions = endpoint.sessions
                 endpoint.receive(data, clock())
+                if endpoint.sessions != sessions:  # bytes queued for the previous session
+                    pipe.out.clear()
         if pipe is not None and pipe.fd in writable:
             pipe.flush()
     if pipe is not None and listener is not None:

@@ -197,6 +197,7 @@ def test_new_session_restores_power_up_faults() -> None:
     assert h2.control(ControlKind.HELLO, protocol_version=PROTOCOL_VERSION)[0] == (
         ControlKind.HELLO_REPLY)
     assert ep.faults_rx.config == FaultConfig(duplicate=0.2, seed=1)
+    assert ep.sessions == 2
 
 
 def test_registers_survive_a_new_session(ep: BoardEndpoint) -> None:

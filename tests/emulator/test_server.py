@@ -179,6 +179,21 @@ def test_pty(tmp_path: Path) -> None:
             assert tr.reads["data"].tolist() == [5, 0]
             payload = os.urandom(30000)
             assert client.request(Channel.LOOPBACK, payload) == payload
+            # leave without reading: echoes pile up on the board's side of the pty
+            for _ in range(40):
+                client.link.send(Channel.LOOPBACK, payload, time.monotonic())
+            client.link.poll(time.monotonic())
+            out = client.link.poll(time.monotonic())
+            while out:
+                out = out[os.write(fd, out):]
+        finally:
+            os.close(fd)
+        # a new session on the same pty is not stuck behind the old session's bytes
+        fd = os.open(url[len("serial://"):], os.O_RDWR | os.O_NOCTTY)
+        try:
+            client = Client(fd, lambda b: os.write(fd, b), lambda: os.read(fd, 1 << 16))
+            assert client.hello()["serial"] == 11
+            assert client.run(ins.read(SCRATCH), ins.halt()).reads["data"].tolist() == [5]
         finally:
             os.close(fd)
         assert flash.exists() and flash.stat().st_size > 0
