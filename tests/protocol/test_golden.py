@@ -155,3 +155,27 @@ def test_control_golden():
 def test_opcode_values_pinned():
     assert [int(i) for i in Instr] == list(range(0x80, 0x92))
     assert [int(r) for r in Rec] == list(range(0x01, 0x0A))
+
+
+# docs/protocol.md, section 11.2 / 11.3 (the worked example), copied by hand
+DOC_PROGRAM = [0x8000000000000000, 0x8200000000000010, 0x8300000012345678, 0x8500000100000010,
+               0x8D00000000000000, 0x810000000000007D, 0x8700140060000000, 0x8A00000000000000,
+               0x8F00000000000000]
+DOC_TRACE = [0x0100000000000000, 0x0600000012345678, 0x0700000000000000, 0x020014000000007D,
+             0x020018000000007D, 0x030000000000007D, *[0x0480808080808080] * 73,
+             0x0400000000000080, 0x080000000000007D]
+
+
+def test_documented_worked_example():
+    prog = I.program(I.timer_reset(), I.write(0x10, 0x12345678), I.read(0x10),
+                     I.episode_start(0), I.spikes([125, 125], [5, 6]), I.cadc_trigger(),
+                     I.halt())
+    assert prog.tolist() == DOC_PROGRAM
+    assert I.program_bytes(prog)[48:56].hex(" ") == "00 00 00 60 00 14 00 87"
+    tr = decode_trace(np.array(DOC_TRACE, dtype="<u8").tobytes())
+    assert tr.spikes.tolist() == [(125, 5, 0), (125, 6, 0)]
+    assert tr.cadc.tolist() == [(125, 0, 0)]
+    assert (tr.cadc_samples == 0x80).all() and tr.cadc_samples.shape == (1, 512)
+    assert tr.reads.tolist() == [(0, 0x12345678)]
+    assert tr.episodes.tolist() == [(0, 0)] and tr.halt.tolist() == [(0, 125)]
+    assert tr.syncs.tolist() == [0]
