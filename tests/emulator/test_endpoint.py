@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emulator.endpoint import BoardEndpoint
 from emulator.executor import HALT_INTERNAL
@@ -239,9 +241,6 @@ def test_unknown_channel_is_ignored(ep: BoardEndpoint) -> None:
 
 
 def test_spike_loopback_through_real_analog_core() -> None:
-    analog = pytest.importorskip("emulator.analog")
-    if not hasattr(analog, "AnalogCore"):
-        pytest.skip("analog core not built yet")
     from protocol.addressmap import CrossbarInput, CrossbarOutput
 
     ep = BoardEndpoint(1)
@@ -258,3 +257,41 @@ def test_spike_loopback_through_real_analog_core() -> None:
     assert tr.spikes["time"].tolist() == [int(t) + 10000 * e for e in range(3) for t in times]
     assert tr.spikes["episode"].tolist() == [e for e in range(3) for _ in times]
     assert ep.executor.stats.core_runs == 1
+
+
+def _small_counts(program: bytes) -> bytes:
+    """Random words, but WRITE_BLOCK / READ / MADC_RECORD counts below 256 (keeps traces small)."""
+    b = bytearray(program)
+    for i in range(7, len(b), 8):
+        if b[i] in (0x84, 0x85, 0x8C):
+            b[i - 2] = b[i - 1] = 0
+    return bytes(b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 9]), st.binary(max_size=300)),
+                max_size=12),
+       st.binary(max_size=200))
+def test_fuzzed_messages_never_break_the_board(messages, garbage) -> None:
+    ep = BoardEndpoint(3)
+    h = Host(ep)
+    ep.receive(garbage, 0.0)  # line noise before the session
+    messages = [(c, _small_counts(p) if c == Channel.PLAYBACK else p) for c, p in messages]
+    for channel, payload in messages:
+        h.link.send(channel, payload, h.now)
+    answered = sum(1 for c, _ in messages if c in (Channel.PLAYBACK, Channel.CONTROL,
+                                                  Channel.LOOPBACK))
+    got = h.wait(answered)
+    for (channel, payload), (c, reply) in zip(
+            [m for m in messages if m[0] in (0, 1, 2)], got, strict=True):
+        assert c == channel
+        if channel == Channel.LOOPBACK:
+            assert reply == payload
+        elif channel == Channel.PLAYBACK:
+            assert decode_trace(reply).halt.size == 1
+        else:
+            assert decode_control(reply)[0] in (ControlKind.ERROR, ControlKind.HELLO_REPLY,
+                                                ControlKind.ACK) or reply[0] in range(0x40, 0x50)
+    assert h.control(ControlKind.HELLO, protocol_version=PROTOCOL_VERSION)[0] == (
+        ControlKind.HELLO_REPLY)
+    assert ep.internal_errors == 0

@@ -443,6 +443,8 @@ def programs(draw):
                 st.sampled_from([SCRATCH, LOOP_NODE, MADC, 0, 0x10, 5]))
         if op == Instr.SYSTEM:
             payload &= draw(st.sampled_from([0x3, 0xFF]))
+        if op in (Instr.WRITE_BLOCK, Instr.READ, Instr.MADC_RECORD):
+            payload &= ~(0xFFFF << 40)  # counts below 256: small traces
         words.append(op << 56 | payload)
     if draw(st.booleans()):
         words.append(int(Instr.HALT) << 56)
