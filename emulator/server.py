@@ -81,13 +81,18 @@ class _Pipe:
         else:
             self.out += data
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Send what the peer takes now; False if the peer is gone (reset, broken pipe)."""
         while self.out:
             try:
                 n = self.send(self.out)
             except (BlockingIOError, InterruptedError):
-                return
+                return True
+            except OSError:
+                self.out.clear()
+                return False
             del self.out[:n]
+        return True
 
 
 def _serve(endpoint: BoardEndpoint, stop: _Stop, listener: socket.socket | None,
@@ -97,10 +102,10 @@ def _serve(endpoint: BoardEndpoint, stop: _Stop, listener: socket.socket | None,
     while not stop.requested:
         if pipe is not None:
             pipe.queue(endpoint.transmit(clock()))
-            pipe.flush()
-            deadline = endpoint.next_deadline()
-        else:
-            deadline = None
+            if not pipe.flush() and listener is not None:  # tcp peer gone: wait for the next
+                _close_fd(pipe)
+                pipe = None
+        deadline = endpoint.next_deadline() if pipe is not None else None
         timeout = None if deadline is None else max(0.0, deadline - clock())
         if timeout == 0.0:
             idle_spins += 1
@@ -118,7 +123,10 @@ def _serve(endpoint: BoardEndpoint, stop: _Stop, listener: socket.socket | None,
                 os.read(stop.r, 64)
             continue
         if listener is not None and listener in readable and on_accept is not None:
-            conn, _ = listener.accept()
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the client gave up before we accepted
+                continue
             if pipe is not None:
                 _close_fd(pipe)
             pipe = on_accept(conn)
@@ -140,8 +148,9 @@ def _serve(endpoint: BoardEndpoint, stop: _Stop, listener: socket.socket | None,
                 endpoint.receive(data, clock())
                 if endpoint.sessions != sessions:  # bytes queued for the previous session
                     pipe.out.clear()
-        if pipe is not None and pipe.fd in writable:
-            pipe.flush()
+        if pipe is not None and pipe.fd in writable and not pipe.flush() and listener is not None:
+            _close_fd(pipe)
+            pipe = None
     if pipe is not None and listener is not None:
         _close_fd(pipe)
 

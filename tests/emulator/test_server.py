@@ -150,6 +150,28 @@ def test_new_connection_replaces_old(server) -> None:
             assert s1.recv(1 << 16) == b""
 
 
+def test_client_reset_mid_transfer_does_not_kill_server(server) -> None:
+    proc, url = server
+    for i in range(4):
+        client, sock = tcp_client(url)
+        client.hello()
+        if i % 2:  # the board is busy echoing into a socket nobody reads
+            for _ in range(30):
+                client.link.send(Channel.LOOPBACK, os.urandom(60000), time.monotonic())
+        else:  # the board is busy computing a long trace when the peer vanishes
+            big = ins.program(*([ins.read(SCRATCH, 16)] * 20000), ins.halt())
+            client.link.send(Channel.PLAYBACK, ins.program_bytes(big), time.monotonic())
+        out = client.link.poll(time.monotonic())
+        sock.sendall(out)
+        time.sleep(0.05)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()  # RST
+    client, sock = tcp_client(url)
+    with sock:
+        assert client.hello()["serial"] == 4242
+    assert proc.poll() is None
+
+
 def test_faults_and_seed_options() -> None:
     proc, url = start("--faults", "0.05", "--fault-seed", "3", "--seed", "9")
     try:
