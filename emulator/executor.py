@@ -165,10 +165,6 @@ class Executor:
             self._core = AnalogCore(self.regs.serial, self.regs)
         return self._core
 
-    def reset(self) -> None:
-        """Timer back to 0 (board reset)."""
-        self.timer = 0
-
     # ------------------------------------------------------------------ entry points
     def run(self, program: bytes) -> bytes:
         """Execute one program message; returns the trace message (little-endian u64 words)."""
@@ -289,7 +285,6 @@ class _Run:
         now = int(e[-1]) if n else e0
         off = int(seg_off[-1]) if n else 0
         self.e = e
-        self.seg_off = seg_off
         self.e_halt = max(now, pend)
         self.off_halt = off
         self.past = past
