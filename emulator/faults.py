@@ -20,6 +20,7 @@ from protocol.frames import FrameDecoder, encode_frame
 
 _PROBS = ("drop", "corrupt", "duplicate", "reorder", "delay")
 DEFAULT_DELAY_S = 0.01
+STALL_S = 0.2  # a partial frame waiting longer than this is given up (its length was garbage)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class FaultInjector:
 
     def __init__(self, config: FaultConfig | None = None, *, stream: int = 0) -> None:
         self._decoder = FrameDecoder()
+        self._partial_since: float | None = None
         self._held: list[tuple[float, int, bytes]] = []  # heap of (due, order, frame bytes)
         self._order = 0
         self._reorder: tuple[float, bytes] | None = None  # (give-up time, frame) awaiting a next
@@ -108,7 +110,16 @@ class FaultInjector:
         if not self.active and not self._decoder.buffered:
             return bytes(data)
         out: list[bytes] = [self.release(now)]
-        for frame in self._decoder.feed(data):
+        dec = self._decoder
+        frames = dec.feed(data)
+        if frames or not dec.pending_frame:
+            self._partial_since = now if dec.pending_frame else None
+        elif self._partial_since is None:
+            self._partial_since = now
+        elif now - self._partial_since > STALL_S:  # line noise claimed a long frame: rescan
+            frames = dec.skip_pending()
+            self._partial_since = now if dec.pending_frame else None
+        for frame in frames:
             self._one(encode_frame(frame), now, out)
         return b"".join(out)
 

@@ -136,3 +136,14 @@ def test_held_frames_survive_reconfiguration() -> None:
     inj.configure(FaultConfig())
     assert inj.active  # still holding
     assert seqs(inj.release(1.0)) and not inj.active
+
+
+def test_garbage_length_field_does_not_stall_the_stream() -> None:
+    fs = frames(3)
+    bogus = bytearray(fs[0])
+    bogus[12:16] = (60000).to_bytes(4, "little")  # claims 60000 payload bytes that never come
+    inj = FaultInjector(FaultConfig(duplicate=1e-9))
+    assert inj.process(bytes(bogus) + fs[1], 0.0) == b""  # hidden behind the bogus header
+    assert inj.process(fs[2], 0.1) == b""
+    out = inj.process(b"", 0.5)  # stalled long enough: rescanned
+    assert seqs(out) == [1, 2]
