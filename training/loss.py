@@ -83,7 +83,7 @@ class PNASLoss:
     def __init__(
         self,
         *,
-        readout_scale: float = 5.0,
+        readout_scale: float = 2.0,
         rho: float = 0.0,
         readout_penalty: float = 0.0,
         readout_bound: float = 0.0,

@@ -39,6 +39,7 @@ __all__ = [
     "NeuronParams",
     "SuperSpike",
     "detuned",
+    "pnas_network",
     "smooth_spike",
     "superspike",
 ]
@@ -217,7 +218,7 @@ class Linear(nn.Module):
         if scale <= 0:
             raise ConfigError(f"Linear weight scale must be > 0, got {scale}")
         self.n_in, self.n_out, self.quantize = n_in, n_out, quantize
-        std = init_std if init_std is not None else 2.0 / n_in**0.5
+        std = init_std if init_std is not None else 4.0 / n_in**0.5
         w = torch.randn(n_out, n_in, generator=generator) * std + init_mean
         self.weight = nn.Parameter(w)
         s = torch.tensor(float(scale))
@@ -583,3 +584,49 @@ def _check_observation(
             )
     if obs.spikes is not None and not isinstance(layer, LIF):
         raise TrainingError(f"backend reported spikes for layer {index}, which is not a LIF layer")
+
+
+def pnas_network(
+    n_in: int = 256,
+    n_hidden: int = 246,
+    n_out: int = 10,
+    *,
+    dropout: float = 0.0,
+    quantize: bool = False,
+    scale: float = 1.0 / 16,
+    seed: int | None = None,
+    dt: float = DT,
+    n_steps: int = N_STEPS,
+) -> Network:
+    """Linear -> LIF -> Linear -> LI (PNAS 2022) with a tested initialisation.
+
+    The readout weights start with a positive mean: a readout neuron whose membrane never rises
+    above its resting value has its max-over-time at a step before any input, where the gradient
+    is zero, so its class could never be learnt.
+    """
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    return Network(
+        [
+            Linear(
+                n_in,
+                n_hidden,
+                init_std=4.0 / n_in**0.5,
+                quantize=quantize,
+                scale=scale,
+                generator=g,
+            ),
+            LIF(n_hidden, dropout=dropout),
+            Linear(
+                n_hidden,
+                n_out,
+                init_mean=1.0 / n_hidden**0.5,
+                init_std=2.0 / n_hidden**0.5,
+                quantize=quantize,
+                scale=scale,
+                generator=g,
+            ),
+            LI(n_out),
+        ],
+        dt=dt,
+        n_steps=n_steps,
+    )
