@@ -22,10 +22,11 @@ from .compiled import (
     compile_chip,
     with_noise,
 )
+from .events import arrival, block_range, event_jumps, source_groups, step_events
 from .mismatch import ChipMismatch, MismatchConfig
 from .noise import SALT_CADC, SALT_MADC, SALT_MEMBRANE, NoiseTable
-from .params import TorchParams
-from .simulate import SimOutput, arrival, run_steps, to_ticks
+from .params import TorchParams, slot_major
+from .simulate import Noise, Recurrence, add_blocks, lif_spikes, run_layer, to_ticks
 
 MADC_NEURON_MASK = 0x1FF
 MADC_SOURCE_SHIFT = 9
@@ -36,7 +37,39 @@ class _Model:
     version: int
     chip: CompiledChip
     params: TorchParams
+    layers: list[torch.Tensor] | None  # neuron indices per layer; None: recurrent (general)
+    layer_params: list[TorchParams]
+    has_rec: bool  # any on-chip event reaches a synapse
     fpga_cache: dict[int, tuple[torch.Tensor, bool]]
+
+
+@dataclass
+class _Grid:
+    """State grids of one simulated set of neurons (a layer, or all of them)."""
+
+    idx: torch.Tensor  # [N_l] global neuron indices
+    v: torch.Tensor  # [T+1, E, N_l] membrane after resets
+    syn: torch.Tensor | None  # [T+1, 4, E, N_l] phi-scaled slot currents, if read out
+    adapt: torch.Tensor | None  # [T+1, E, N_l] adaptation current, if read out
+
+
+def feedforward_layers(p: TorchParams) -> list[torch.Tensor] | None:
+    """Topological layers of the on-chip connectivity (edges from firing neurons only), or None
+    if it has a cycle. Layer 0 gets no on-chip input; layer i only from layers < i."""
+    adj = (p.rec.abs().sum(1) > 0) & p.fire[:, None]  # [src, dst]
+    n = adj.shape[0]
+    indeg = adj.sum(0).to(torch.int64)
+    done = torch.zeros(n, dtype=torch.bool)
+    layers = []
+    while not bool(done.all()):
+        ready = (indeg == 0) & ~done
+        if not bool(ready.any()):
+            return None
+        idx = torch.nonzero(ready, as_tuple=True)[0]
+        layers.append(idx)
+        done[idx] = True
+        indeg -= adj[idx].sum(0).to(torch.int64)
+    return layers
 
 
 class AnalogCore:
@@ -44,7 +77,7 @@ class AnalogCore:
 
     serial: seeds every fixed-pattern and temporal noise source (one serial = one chip).
     regs: a RegisterFile (docs/interfaces.md attribute names); compiled again when its
-    `version` changes.
+    `version` changes. mismatch: spreads (default: CHIP.md's); sim: integration settings.
     """
 
     def __init__(self, serial: int, regs: object, mismatch: MismatchConfig | None = None,
@@ -56,7 +89,8 @@ class AnalogCore:
         self.mismatch = ChipMismatch.draw(self.serial, self.config)
         self.noise = NoiseTable(self.serial)
         self._model: _Model | None = None
-        self.force_general = False  # tests: never take the layered fast path
+        self._group_cache: tuple | None = None
+        self.force_general = False  # tests: never take the layered path
 
     # ------------------------------------------------------------------ compile
     def model(self) -> _Model:
@@ -64,20 +98,24 @@ class AnalogCore:
         if self._model is None or ver < 0 or self._model.version != ver:
             chip = with_noise(compile_chip(self.regs, self.mismatch, self.sim),
                               self.config.membrane_noise_mv)
-            self._model = _Model(ver, chip, TorchParams.build(chip), {})
+            params = TorchParams.build(chip)
+            layers = feedforward_layers(params)
+            lp = [] if layers is None else [params.subset(ix) for ix in layers]
+            has_rec = bool((params.rec != 0).any())
+            self._model = _Model(ver, chip, params, layers, lp, has_rec, {})
         return self._model
 
     def _fpga_rows(self, m: _Model, labels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """Slot jumps [U, N*4] and record flags for the unique FPGA labels (cached per model)."""
+        """Slot jumps [U, 4, N] and record flags of the unique FPGA labels (cached per model)."""
         new = [int(x) for x in labels if int(x) not in m.fpga_cache]
         if new:
             cur, rec = m.chip.router.route(np.full(len(new), int(CrossbarInput.FPGA)),
                                            np.asarray(new))
-            rows = torch.from_numpy(m.chip.slot_matrix(cur))
+            rows = slot_major(m.chip.slot_matrix(cur), m.chip.n)
             for i, lab in enumerate(new):
                 m.fpga_cache[lab] = (rows[i], bool(rec[i]))
         if labels.size == 0:
-            return torch.zeros(0, m.chip.k), np.zeros(0, bool)
+            return torch.zeros(0, 4, m.chip.n), np.zeros(0, bool)
         rows = torch.stack([m.fpga_cache[int(x)][0] for x in labels])
         return rows, np.array([m.fpga_cache[int(x)][1] for x in labels])
 
@@ -97,53 +135,49 @@ class AnalogCore:
         # input events: FPGA spikes and background sources
         uniq, inv = np.unique(b.spike_label, return_inverse=True)
         rows_u, rec_u = self._fpga_rows(m, uniq)
-        src_rows = [rows_u]
-        ev_row = [inv.astype(np.int64)]
+        src_rows, ev_row = [rows_u], [inv.reshape(-1).astype(np.int64)]
         ev_ep, ev_t = [b.spike_episode], [b.spike_time]
-        rec_ep, rec_t, rec_lab = [b.spike_episode[rec_u[inv]]], [b.spike_time[rec_u[inv]]], [
-            b.spike_label[rec_u[inv]]]
+        sel = rec_u[inv.reshape(-1)] if inv.size else np.zeros(0, bool)
+        rec_ep, rec_t, rec_lab = [b.spike_episode[sel]], [b.spike_time[sel]], [b.spike_label[sel]]
         bs, bep, bt, blab = background_events(chip.background, b.duration, ids)
         if bs.size:
             pairs, binv = np.unique(np.stack([bs, blab], 1), axis=0, return_inverse=True)
+            binv = binv.reshape(-1)
             cur, brec = chip.router.route(int(CrossbarInput.BACKGROUND0) + pairs[:, 0],
                                           pairs[:, 1])
-            src_rows.append(torch.from_numpy(chip.slot_matrix(cur)))
-            ev_row.append(binv.reshape(-1) + rows_u.shape[0])
+            src_rows.append(slot_major(chip.slot_matrix(cur), chip.n))
+            ev_row.append(binv + rows_u.shape[0])
             ev_ep.append(bep)
             ev_t.append(bt)
-            sel = brec[binv.reshape(-1)]
-            rec_ep.append(bep[sel])
-            rec_t.append(bt[sel])
-            rec_lab.append(blab[sel])
+            rec_ep.append(bep[brec[binv]])
+            rec_t.append(bt[brec[binv]])
+            rec_lab.append(blab[brec[binv]])
         w_src = torch.cat(src_rows) if len(src_rows) > 1 else src_rows[0]
-        ev_row_a = np.concatenate(ev_row)
-        ev_ep_a = np.concatenate(ev_ep)
-        ev_t_a = np.concatenate(ev_t)
+        ev = (np.concatenate(ev_row), np.concatenate(ev_ep), np.concatenate(ev_t))
+        key = uniq.tobytes() + (pairs.tobytes() if bs.size else b"")
+        groups = self._groups(m, w_src, key)
 
         cadc = np.zeros((b.cadc_time.size, N_NEURONS), np.uint8)
         madc = np.zeros(b.madc_time.size, np.uint16)
         counts = np.zeros(N_NEURONS, np.int64)
         spk_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-        # episodes in chunks that bound memory; each chunk is simulated independently
-        order = np.argsort(b.duration, kind="stable")
-        t_all = b.duration // self.sim.dt_ticks + 1
+        # episodes in chunks (similar durations together) that bound memory
+        dt = self.sim.dt_ticks
+        t_all = b.duration // dt + 1
+        order = np.argsort(t_all, kind="stable")
+        per_ep = np.maximum(t_all[order], 1) * (chip.k + chip.n)
         budget = max(self.sim.chunk_elements, 1)
         start = 0
         while start < n_ep:
-            t_max = int(t_all[order[start]])
-            stop = start
-            while stop < n_ep:
-                t_max = max(t_max, int(t_all[order[stop]]))
-                if (stop - start + 1) * t_max * chip.k > budget and stop > start:
-                    break
+            stop = start + 1
+            while stop < n_ep and (stop - start + 1) * per_ep[stop] <= budget:
                 stop += 1
             sel_ep = np.sort(order[start:stop])
-            self._run_chunk(m, b, ids, sel_ep, int(t_all[sel_ep].max()), w_src, ev_row_a,
-                            ev_ep_a, ev_t_a, cadc, madc, counts, spk_parts)
+            self._run_chunk(m, b, ids, sel_ep, int(t_all[sel_ep].max()), groups, ev, cadc, madc,
+                            counts, spk_parts)
             start = stop
 
-        # recorded events: FPGA loopback, background, neurons
         for e_, t_, l_ in spk_parts:
             rec_ep.append(e_)
             rec_t.append(t_)
@@ -161,37 +195,103 @@ class AnalogCore:
             spike_counts=counts.astype(np.uint32),
         )
 
+    def _groups(self, m: _Model, w_src: torch.Tensor, key: bytes) -> list[list]:
+        """Source groups (pre-multiplied jump tables): [general] + one list per layer."""
+        if self._group_cache is not None and self._group_cache[0] == (m.version, key) and (
+                self._group_cache[1] is m):
+            return self._group_cache[2]
+        p = m.params
+        ranges = block_range(w_src)
+        out = [source_groups(w_src, p.f_i, p.f_v, ranges)]
+        for idx, lp in zip(m.layers or [], m.layer_params, strict=False):
+            out.append(source_groups(w_src[:, :, idx], lp.f_i, lp.f_v, ranges))
+        self._group_cache = ((m.version, key), m, out)
+        return out
+
     def _run_chunk(self, m: _Model, b: EpisodeBatch, ids: np.ndarray, sel_ep: np.ndarray,
-                   t_steps: int, w_src: torch.Tensor, ev_row: np.ndarray, ev_ep: np.ndarray,
-                   ev_t: np.ndarray, cadc: np.ndarray, madc: np.ndarray, counts: np.ndarray,
+                   t_steps: int, groups: list[list], ev: tuple[np.ndarray, ...],
+                   cadc: np.ndarray, madc: np.ndarray, counts: np.ndarray,
                    spk_parts: list) -> None:
         chip, p = m.chip, m.params
-        dt, n_ep_c = self.sim.dt_ticks, sel_ep.size
+        dt, n_ep = self.sim.dt_ticks, sel_ep.size
         local = np.full(b.n_episodes, -1, np.int64)
-        local[sel_ep] = np.arange(n_ep_c)
-        # external jumps
-        b0 = torch.zeros(t_steps, n_ep_c, chip.k)
-        b1 = torch.zeros(t_steps, n_ep_c, chip.k)
-        ev = np.flatnonzero(local[ev_ep] >= 0)
-        if ev.size:
-            step, delta = arrival(torch.from_numpy(ev_t[ev]), self.sim.route_delay_ticks, dt)
-            ok = step < t_steps
-            le = torch.from_numpy(local[ev_ep[ev]])
-            rows = (step * n_ep_c + le)[ok]
-            jumps = w_src[torch.from_numpy(ev_row[ev])[ok]]
-            # stable order: by destination row, then input order (same in any batch)
-            o = torch.argsort(rows, stable=True)
-            b0.view(-1, chip.k).index_add_(0, rows[o], jumps[o])
-            b1.view(-1, chip.k).index_add_(0, rows[o], jumps[o] * delta[ok][o][:, None])
-        # membrane noise
-        starts = self.noise.offsets(SALT_MEMBRANE, b.noise_key, ids[sel_ep][None, :],
-                                    np.arange(t_steps)[:, None])  # [T, E]
-        noise = self.noise.rows(starts, chip.canon) * p.noise_step  # [T, E, N]
+        local[sel_ep] = np.arange(n_ep)
+        ev_row, ev_ep, ev_t = ev
+        sel = np.flatnonzero(local[ev_ep] >= 0)
+        step, qbin = arrival(torch.from_numpy(ev_t[sel]), self.sim.route_delay_ticks, dt)
+        ok = (step < t_steps).numpy()
+        ext = (step.numpy()[ok], local[ev_ep[sel]][ok], ev_row[sel][ok], qbin.numpy()[ok])
+        noise = None
+        if float(p.noise_step.abs().max()) > 0:
+            starts = self.noise.offsets(SALT_MEMBRANE, b.noise_key, ids[sel_ep][None, :],
+                                        np.arange(t_steps)[:, None])  # [T, E]
+            canon = chip.canon
+            if (np.diff(canon) == 1).all():
+                noise = Noise(self.noise.windows(canon.size),
+                              torch.from_numpy(starts + int(canon[0])), None, p.noise_step)
+            else:
+                noise = Noise(self.noise.windows(N_NEURONS), torch.from_numpy(starts),
+                              torch.from_numpy(canon), p.noise_step)
         keep_syn, keep_ad = self._needs(chip, b)
-        out = run_steps(p, b0, b1, noise, dt_ticks=dt, delay_ticks=self.sim.route_delay_ticks,
+        if m.layers is not None and not self.force_general:
+            grids, spikes = self._layered(m, groups[1:], ext, noise, n_ep, t_steps, keep_syn,
+                                          keep_ad)
+        else:
+            grids, spikes = self._general(m, groups[0], ext, noise, n_ep, t_steps, keep_syn,
+                                          keep_ad)
+        self._collect_spikes(chip, b, sel_ep, spikes, counts, spk_parts)
+        self._readout(m, b, ids, local, grids, cadc, madc)
+
+    def _general(self, m: _Model, groups: list, ext: tuple, noise: Noise | None,
+                 n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool
+                 ) -> tuple[list[_Grid], tuple[torch.Tensor, ...]]:
+        p = m.params
+        events = step_events(groups, *ext, t_steps)
+        rec = Recurrence(p.rec, p.f_i, p.f_v, self.sim.route_delay_ticks,
+                         self.sim.dt_ticks) if m.has_rec else None
+        out = run_layer(p, events, None, noise, n_ep, t_steps, spikes_in_loop=True, rec=rec,
                         keep_syn=keep_syn, keep_adapt=keep_ad)
-        self._collect_spikes(chip, b, sel_ep, out, counts, spk_parts)
-        self._readout(m, b, ids, local, out, cadc, madc)
+        idx = torch.arange(p.n)
+        return [_Grid(idx, out.v, out.syn, out.adapt)], out.spikes.tensors()[:3]
+
+    def _layered(self, m: _Model, layer_groups: list[list], ext: tuple, noise: Noise | None,
+                 n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool
+                 ) -> tuple[list[_Grid], tuple[torch.Tensor, ...]]:
+        grids = []
+        sp_e, sp_n, sp_t, sp_k = [], [], [], []
+        dt, delay = self.sim.dt_ticks, self.sim.route_delay_ticks
+        for idx, lp, groups in zip(m.layers, m.layer_params, layer_groups, strict=True):
+            events = step_events(groups, *ext, t_steps)
+            pre = None
+            if sp_e and bool((lp.rec != 0).any()):
+                e_a, n_a, t_a = torch.cat(sp_e), torch.cat(sp_n), torch.cat(sp_t)
+                k_a = torch.cat(sp_k)
+                # the order the general path adds them in: emission step, episode, neuron
+                o = torch.from_numpy(np.lexsort((n_a.numpy(), e_a.numpy(), k_a.numpy())))
+                e_a, n_a, t_a = e_a[o], n_a[o], t_a[o]
+                a_step, a_q = arrival(to_ticks(t_a, dt), delay, dt)
+                ok = a_step < t_steps
+                js, jv = event_jumps(lp.rec, lp.f_i, lp.f_v, n_a[ok], a_q[ok])
+                pre_i = torch.zeros(4, t_steps * n_ep, idx.numel())
+                pre_v = torch.zeros(t_steps * n_ep, idx.numel())
+                rows = a_step[ok] * n_ep + e_a[ok]
+                add_blocks(pre_i, rows, js)
+                pre_v.index_add_(0, rows, jv)
+                pre = (pre_i.view(4, t_steps, n_ep, -1), pre_v.view(t_steps, n_ep, -1))
+            nz = None if noise is None else noise.subset(idx)
+            out = run_layer(lp, events, pre, nz, n_ep, t_steps, spikes_in_loop=lp.has_adex,
+                            keep_syn=keep_syn, keep_adapt=keep_ad)
+            if lp.has_adex:
+                vl, (e_l, n_l, t_l, k_l) = out.v, out.spikes.tensors()
+            else:
+                sl, vl = lif_spikes(lp, out.u)
+                e_l, n_l, t_l, k_l = sl.tensors()
+            grids.append(_Grid(idx, vl, out.syn, out.adapt))
+            sp_e.append(e_l)
+            sp_n.append(idx[n_l])
+            sp_t.append(t_l)
+            sp_k.append(k_l)
+        return grids, (torch.cat(sp_e), torch.cat(sp_n), torch.cat(sp_t))
 
     def _needs(self, chip: CompiledChip, b: EpisodeBatch) -> tuple[bool, bool]:
         src = set()
@@ -203,8 +303,9 @@ class AnalogCore:
         return syn, int(ReadoutSource.ADAPTATION) in src
 
     def _collect_spikes(self, chip: CompiledChip, b: EpisodeBatch, sel_ep: np.ndarray,
-                        out: SimOutput, counts: np.ndarray, spk_parts: list) -> None:
-        e_l, n_i, ts = out.spikes.arrays()
+                        spikes: tuple[torch.Tensor, ...], counts: np.ndarray,
+                        spk_parts: list) -> None:
+        e_l, n_i, ts = (x.numpy() for x in spikes)
         if e_l.size == 0:
             return
         ticks = to_ticks(torch.from_numpy(ts), self.sim.dt_ticks).numpy()
@@ -215,74 +316,113 @@ class AnalogCore:
             c = chip.members[n_i, j]
             has = c >= 0
             counts += np.bincount(c[has], minlength=N_NEURONS)
-            emit = has & chip.spike_output[np.maximum(c, 0)] & chip.circuit_record[
-                np.maximum(c, 0)]
+            cc = np.maximum(c, 0)
+            emit = has & chip.spike_output[cc] & chip.circuit_record[cc]
             spk_parts.append((ep[emit], ticks[emit], chip.output_label[c[emit]]))
 
     # ------------------------------------------------------------------ readout
-    def _values(self, m: _Model, out: SimOutput, e_l: np.ndarray, t: np.ndarray,
-                circuits: np.ndarray, source: np.ndarray) -> np.ndarray:
-        """Potential (mV) seen by the ADC at (episode row, tick) for circuits [R, C]."""
+    def _neuron_values(self, m: _Model, grids: list[_Grid], el: torch.Tensor, j: torch.Tensor,
+                       f: torch.Tensor, source: int) -> torch.Tensor:
+        """[R, N] membrane (mV) or adaptation readout (mV, without buffer offset) of every neuron
+        at the requested (episode row, grid step j + fraction f)."""
+        p = m.params
+        out = torch.zeros(el.shape[0], p.n)
+        for g in grids:
+            if source == int(ReadoutSource.MEMBRANE):
+                rdt = p.rdt[g.idx]
+                # exponential interpolation: exact for a free relaxation between grid points
+                h = torch.expm1(-rdt * f) / torch.expm1(-rdt)
+                out[:, g.idx] = torch.lerp(g.v[j, el], g.v[j + 1, el], h)
+            elif source == int(ReadoutSource.ADAPTATION) and g.adapt is not None:
+                cur = torch.lerp(g.adapt[j, el], g.adapt[j + 1, el], f)
+                out[:, g.idx] = READOUT_BASE_MV + ADAPT_READOUT_MV_PER_NA * cur
+        return out
+
+    def _circuit_values(self, m: _Model, grids: list[_Grid], e_l: np.ndarray, t: np.ndarray,
+                        circuits: np.ndarray, source: np.ndarray) -> torch.Tensor:
+        """Potential (mV, float32) seen by the ADC at (episode row, tick) for circuits [R, C]."""
         chip, p = m.chip, m.params
         dt = self.sim.dt_ticks
         j = torch.from_numpy(t // dt)
         f = torch.from_numpy(((t % dt) / dt).astype(np.float32))[:, None]
         el = torch.from_numpy(e_l)
-        nrn = torch.from_numpy(chip.circuit_neuron[circuits])  # [C]
-        v0 = out.v[j, el][:, nrn]
-        v1 = out.v[j + 1, el][:, nrn]
-        rdt = p.rdt[nrn]
-        h = torch.where(rdt > 1e-6, -torch.expm1(-rdt * f) / -torch.expm1(-rdt),
-                        f.expand(-1, nrn.shape[0]))
-        val = (v0 + (v1 - v0) * h).double().numpy()
-        src = np.broadcast_to(source, val.shape)
-        if out.syn is not None:
-            for s_, off in ((ReadoutSource.SYN_EXC, 0), (ReadoutSource.SYN_INH, 1)):
-                slot = torch.from_numpy(chip.circuit_slot0[circuits] + off)
-                phi = chip.slot_phi[chip.circuit_neuron[circuits], chip.circuit_slot0[
-                    circuits] + off]
-                s0 = out.syn[j, el][:, nrn, slot]
-                s1 = out.syn[j + 1, el][:, nrn, slot]
-                cur = ((s0 + (s1 - s0) * f).double().numpy() /
-                       np.where(phi == 0, np.inf, phi))
-                vv = READOUT_BASE_MV + SYN_READOUT_MV_PER_NA * cur + self.mismatch.readout_offset[
-                    circuits, int(s_)]
-                val = np.where(src == int(s_), vv, val)
-        if out.adapt is not None:
-            a0 = out.adapt[j, el][:, nrn]
-            a1 = out.adapt[j + 1, el][:, nrn]
-            cur = (a0 + (a1 - a0) * f).double().numpy()
-            vv = READOUT_BASE_MV + ADAPT_READOUT_MV_PER_NA * cur + self.mismatch.readout_offset[
-                circuits, int(ReadoutSource.ADAPTATION)]
-            val = np.where(src == int(ReadoutSource.ADAPTATION), vv, val)
-        return np.where(src > int(ReadoutSource.ADAPTATION), 0.0, val)
+        nrn = torch.from_numpy(chip.circuit_neuron[circuits])
+        src = np.broadcast_to(np.asarray(source), (1, circuits.size))[0]
+        val = torch.zeros(el.shape[0], circuits.size)
+        mem = src == int(ReadoutSource.MEMBRANE)
+        if mem.any():
+            v = self._neuron_values(m, grids, el, j, f, int(ReadoutSource.MEMBRANE))
+            cols = torch.from_numpy(np.flatnonzero(mem))
+            val[:, cols] = v[:, nrn[cols]] if cols.numel() < circuits.size else v[:, nrn]
+        for s_ in (ReadoutSource.SYN_EXC, ReadoutSource.SYN_INH):
+            sel = np.flatnonzero(src == int(s_))
+            if sel.size == 0:
+                continue
+            c = circuits[sel]
+            slot = torch.from_numpy(chip.circuit_slot0[c] + (int(s_) - 1))
+            phi = torch.from_numpy(chip.slot_phi[chip.circuit_neuron[c], chip.circuit_slot0[c]
+                                                 + (int(s_) - 1)].astype(np.float32))
+            cur = torch.zeros(el.shape[0], sel.size)
+            for g in grids:
+                if g.syn is None:
+                    continue
+                loc = torch.full((p.n,), -1, dtype=torch.int64)
+                loc[g.idx] = torch.arange(g.idx.numel())
+                li = loc[nrn[sel]]
+                ok = li >= 0
+                if bool(ok.any()):
+                    s0 = g.syn[j[:, None], slot[None, ok], el[:, None], li[None, ok]]
+                    s1 = g.syn[j[:, None] + 1, slot[None, ok], el[:, None], li[None, ok]]
+                    cur[:, ok] = torch.lerp(s0, s1, f) / torch.where(phi[ok] == 0,
+                                                                     torch.inf, phi[ok])
+            ro_off = torch.from_numpy(self.mismatch.readout_offset[c, int(s_)].astype(np.float32))
+            val[:, torch.from_numpy(sel)] = READOUT_BASE_MV + SYN_READOUT_MV_PER_NA * cur + ro_off
+        sel = np.flatnonzero(src == int(ReadoutSource.ADAPTATION))
+        if sel.size:
+            v = self._neuron_values(m, grids, el, j, f, int(ReadoutSource.ADAPTATION))
+            ro_off = torch.from_numpy(self.mismatch.readout_offset[
+                circuits[sel], int(ReadoutSource.ADAPTATION)].astype(np.float32))
+            val[:, torch.from_numpy(sel)] = v[:, nrn[sel]] + ro_off
+        return val  # sources > ADAPTATION read 0 mV
 
     def _readout(self, m: _Model, b: EpisodeBatch, ids: np.ndarray, local: np.ndarray,
-                 out: SimOutput, cadc: np.ndarray, madc: np.ndarray) -> None:
+                 grids: list[_Grid], cadc: np.ndarray, madc: np.ndarray) -> None:
         mm = self.mismatch
         req = np.flatnonzero(local[b.cadc_episode] >= 0)
         if req.size:
             ep = b.cadc_episode[req]
-            rank = _rank_in_episode(b.cadc_episode)[req]
             circ = np.arange(N_NEURONS)
-            v = self._values(m, out, local[ep], b.cadc_time[req], circ,
-                             m.chip.readout_source[None, :])
-            starts = self.noise.offsets(SALT_CADC, b.noise_key, ids[ep], rank)
-            noise = self.noise.rows(starts, circ).numpy() * self.config.cadc_read_noise_lsb
-            cadc[req] = ro.cadc_code(v, mm.cadc_gain, mm.cadc_offset,
-                                     ro.signed8(self.regs.cadc_offset), noise)
+            v = self._circuit_values(m, grids, local[ep], b.cadc_time[req], circ,
+                                     m.chip.readout_source)
+            gain, off = self._cadc_affine()
+            x = torch.addcmul(off, v, gain)
+            if self.config.cadc_read_noise_lsb > 0:
+                rank = _rank_in_episode(b.cadc_episode)[req]
+                starts = self.noise.offsets(SALT_CADC, b.noise_key, ids[ep], rank)
+                nz = torch.index_select(self.noise.windows(N_NEURONS), 0,
+                                        torch.from_numpy(starts))
+                x.add_(nz, alpha=self.config.cadc_read_noise_lsb)
+            cadc[req] = x.round_().clamp_(0, ro.CADC_MAX).to(torch.uint8).numpy()
         req = np.flatnonzero(local[b.madc_episode] >= 0)
         if req.size:
             cfg = int(self.regs.madc_config)
             circ = np.array([cfg & MADC_NEURON_MASK])
-            src = np.array([[cfg >> MADC_SOURCE_SHIFT & 0x7]])
+            src = np.array([cfg >> MADC_SOURCE_SHIFT & 0x7])
             ep = b.madc_episode[req]
-            v = self._values(m, out, local[ep], b.madc_time[req], circ, src)[:, 0]
+            v = self._circuit_values(m, grids, local[ep], b.madc_time[req], circ, src)[:, 0]
             rank = _rank_in_episode(b.madc_episode)[req]
             starts = self.noise.offsets(SALT_MADC, b.noise_key, ids[ep], rank)
             noise = self.noise.rows(starts, np.zeros(1, np.int64)).numpy()[:, 0]
-            madc[req] = ro.madc_code(v, mm.madc_gain, mm.madc_offset,
+            madc[req] = ro.madc_code(v.double().numpy(), mm.madc_gain, mm.madc_offset,
                                      noise * self.config.madc_read_noise_lsb)
+
+    def _cadc_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """code = gain * V + off per channel (mismatch and the CADC_OFFSET register folded in)."""
+        mm = self.mismatch
+        gain = mm.cadc_gain / ro.CADC_MV_PER_LSB
+        off = mm.cadc_offset + ro.signed8(self.regs.cadc_offset) - gain * ro.CADC_V0_MV
+        return (torch.from_numpy(gain.astype(np.float32)),
+                torch.from_numpy(off.astype(np.float32)))
 
 
 def _rank_in_episode(ep: np.ndarray) -> np.ndarray:

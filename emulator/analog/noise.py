@@ -59,6 +59,10 @@ class NoiseTable:
         h = hash_keys(self.serial, salt, key, *index)
         return (h >> np.uint64(64 - TABLE_BITS)).astype(np.int64)
 
+    def windows(self, width: int) -> torch.Tensor:
+        """[TABLE_SIZE, width] view: row i is table[i : i + width] (no copy)."""
+        return self.table.unfold(0, width, 1)
+
     def rows(self, start: np.ndarray, channels: np.ndarray) -> torch.Tensor:
         """table[start[..., None] + channels]: shape start.shape + (len(channels),)."""
         idx = torch.from_numpy(np.asarray(start, np.int64))[..., None] + torch.from_numpy(

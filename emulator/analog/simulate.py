@@ -1,30 +1,31 @@
 """The integrator: exact exponential steps of the linear dynamics, spikes interpolated in a step.
 
-State of neuron n in episode e (docs/emulator.md has the derivation):
-- slots I[e, n, s]: the 4 synaptic currents, stored pre-multiplied by phi (the membrane's step
-  response to a held current), so sum_s I is the membrane increment they cause over one step;
-- u[e, n]: the free membrane (no threshold, no reset) relative to e_eff; linear, exact;
-- V = e_eff + u + R, where R is the deviation caused by resets (and by the adaptation /
-  exponential currents for AdEx neurons). For LIF neurons R is closed-form: after a release at
-  time t_rel (end of the refractory period, V = v_reset there) R(t) = R0 exp(-r_m (t - t_rel)).
+State of neuron n in episode e (docs/emulator.md has the derivation), time in steps of dt:
+- syn[s, e, n], s = 0..3: the synaptic currents of the neuron's 4 input slots, stored
+  multiplied by phi_s (the membrane's response over one step to a held unit current), so
+  sum_s syn is the membrane increment they cause during the next step;
+- u[e, n]: the free membrane (no threshold, no reset) relative to e_eff; linear and exact;
+- V = e_eff + u + R, where R is the deviation caused by resets (plus the adaptation and
+  exponential currents of AdEx neurons). For LIF neurons R is closed-form: after a release at
+  t_rel (end of the refractory period, V = v_reset there) R(t) = R0 exp(-r_m (t - t_rel)).
 
-Inputs arrive as jumps: B0[k] (sum of phi-scaled jumps that arrive in step k) and B1[k] (the same
-weighted by delta, the fraction of the step between arrival and step end). First order in delta
-keeps the jumps one multiply-add per slot and is exact for arrivals on the grid.
+An event arriving q ticks before the end of step k adds syn * F_I[q] to the slot currents at
+the end of the step and syn * F_V[q] to the membrane (exact to the tick, tables per slot).
 
-`run_steps` is the general path (any connectivity, AdEx): one step at a time for all neurons,
-on-chip spikes scheduled into B0/B1 of later steps (the routing delay is >= one step).
-`run_layered` (module layered.py) computes the same numbers layer by layer for feed-forward LIF
-networks. Both call the helper functions below, so they agree bit for bit.
+`run_layer` integrates one set of neurons over all steps. The general path runs every neuron in
+one call with on-chip spikes scheduled into a ring buffer of later steps; the layered path
+(feed-forward networks) runs layer after layer, previous layers' spikes precomputed, and finds
+LIF spikes after the loop in closed form (`lif_spikes`). Both use the helpers below on the same
+operands, so they agree bit for bit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
+from .events import StepEvents, arrival, event_jumps
 from .params import TorchParams
 
 NEVER = -1.0e30  # t_rel of a neuron that has not spiked yet
@@ -33,174 +34,325 @@ EXP_ARG_MAX = 30.0
 
 @dataclass
 class SpikeList:
-    """Spikes of the simulated neurons: episode, neuron, time in steps (float64)."""
+    """Spikes: episode row, neuron (layer-local), time in steps (f64), and the step k whose
+    update (k -> k+1) produced them (the order on-chip events are delivered in)."""
 
     episode: list[torch.Tensor] = field(default_factory=list)
     neuron: list[torch.Tensor] = field(default_factory=list)
     time: list[torch.Tensor] = field(default_factory=list)
+    step: list[torch.Tensor] = field(default_factory=list)
 
-    def add(self, e: torch.Tensor, n: torch.Tensor, t: torch.Tensor) -> None:
+    def add(self, e: torch.Tensor, n: torch.Tensor, t: torch.Tensor,
+            k: torch.Tensor | int) -> None:
         self.episode.append(e)
         self.neuron.append(n)
         self.time.append(t)
+        self.step.append(torch.as_tensor(k, dtype=torch.int64).expand(e.shape))
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if not self.episode:
-            return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
-        return (torch.cat(self.episode).numpy(), torch.cat(self.neuron).numpy(),
-                torch.cat(self.time).numpy())
+            z = torch.zeros(0, dtype=torch.int64)
+            return z, z.clone(), torch.zeros(0, dtype=torch.float64), z.clone()
+        return (torch.cat(self.episode), torch.cat(self.neuron), torch.cat(self.time),
+                torch.cat(self.step))
 
 
 @dataclass
-class SimOutput:
+class LayerOut:
+    u: torch.Tensor  # [T+1, E, N] free membrane relative to e_eff
+    v: torch.Tensor | None  # [T+1, E, N] membrane after resets (general / AdEx path)
+    syn: torch.Tensor | None  # [T+1, 4, E, N] if requested
+    adapt: torch.Tensor | None  # [T+1, E, N] if requested
     spikes: SpikeList
-    v: torch.Tensor  # [T+1, E, N] membrane at grid points (after resets)
-    syn: torch.Tensor | None  # [T+1, E, N, 4] phi-scaled synaptic currents, if requested
-    adapt: torch.Tensor | None  # [T+1, E, N] adaptation current (nA), if requested
 
 
 # ---------------------------------------------------------------- shared arithmetic
-def decay_since(p: TorchParams, t_rel: torch.Tensor, j: float | torch.Tensor,
-                idx: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+def decay_since(rdt: torch.Tensor, t_rel: torch.Tensor, j: float | torch.Tensor) -> torch.Tensor:
     """exp(-r_m (j - t_rel)) for grid point j (steps), float32."""
     x = (j - t_rel).to(torch.float32).clamp_(min=0.0)
-    return torch.exp(-(p.rdt[idx] * x))
+    return torch.exp(-(rdt * x))
 
 
-def free_v(p: TorchParams, u: torch.Tensor, r: torch.Tensor,
-           idx: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-    return (p.e_eff[idx] + u) + r
+def free_v(e_eff: torch.Tensor, u: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    return (e_eff + u) + r
 
 
-def release_r0(p: TorchParams, u_k: torch.Tensor, u_k1: torch.Tensor, t_rel: torch.Tensor,
-               k: float | torch.Tensor, idx: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-    """R at release time t_rel in step [k, k+1): v_reset minus the (interpolated) free V."""
+def release_r0(v_reset: torch.Tensor, e_eff: torch.Tensor, rdt: torch.Tensor,
+               u_k: torch.Tensor, u_k1: torch.Tensor, t_rel: torch.Tensor,
+               k: float | torch.Tensor) -> torch.Tensor:
+    """R at release time t_rel in step [k, k+1): v_reset minus the free V there, interpolated
+    with the membrane's relaxation shape (exact for a drive held over the step)."""
     f = (t_rel - k).to(torch.float32)
-    u_at = u_k + (u_k1 - u_k) * f
-    return (p.v_reset[idx] - p.e_eff[idx]) - u_at
+    h = torch.expm1(-rdt * f) / torch.expm1(-rdt)
+    u_at = u_k + (u_k1 - u_k) * h
+    return (v_reset - e_eff) - u_at
 
 
-def spike_time(p: TorchParams, v0: torch.Tensor, v1: torch.Tensor, t0: torch.Tensor,
-               k1: float | torch.Tensor, idx: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-    """Threshold crossing between (t0, v0) and (k1, v1), linear interpolation, float64 steps."""
-    frac = ((p.theta[idx] - v0) / (v1 - v0)).clamp_(0.0, 1.0).to(torch.float64)
-    return t0 + (k1 - t0) * frac
-
-
-def scatter_jumps(b0: torch.Tensor, b1: torch.Tensor, rows: torch.Tensor, jumps: torch.Tensor,
-                  delta: torch.Tensor) -> None:
-    """B0[rows] += jumps, B1[rows] += jumps * delta (b0, b1 viewed as [T*E, K])."""
-    b0.index_add_(0, rows, jumps)
-    b1.index_add_(0, rows, jumps * delta[:, None])
-
-
-def arrival(spike_ticks: torch.Tensor, delay_ticks: int, dt_ticks: int
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(arrival step, delta in (0, 1]) of events emitted at integer tick times."""
-    arr = spike_ticks + delay_ticks
-    step = torch.div(arr, dt_ticks, rounding_mode="floor")
-    delta = ((step + 1) * dt_ticks - arr).to(torch.float32) / dt_ticks
-    return step, delta
+def spike_time(theta: torch.Tensor, rdt: torch.Tensor, v0: torch.Tensor, v1: torch.Tensor,
+               t0: torch.Tensor, k1: float | torch.Tensor) -> torch.Tensor:
+    """Threshold crossing between (t0, v0) and (k1, v1), float64 steps: V is taken to relax
+    exponentially (rate r_m) across the interval, V(f) = v0 + (v1 - v0) (1 - a^f) / (1 - a),
+    a = exp(-r_m (k1 - t0)); exact for a drive held constant over the interval."""
+    x = ((theta - v0) / (v1 - v0)).clamp_(0.0, 1.0).to(torch.float64)
+    span = (k1 - t0) if isinstance(k1, torch.Tensor) else (k1 - t0)
+    lam = rdt.to(torch.float64) * span  # r_m * interval length
+    frac = torch.where(lam > 1e-9, -torch.log1p(x * torch.expm1(-lam)) / lam.clamp(min=1e-300),
+                       x)
+    return t0 + span * frac.clamp_(0.0, 1.0)
 
 
 def to_ticks(t_steps: torch.Tensor, dt_ticks: int) -> torch.Tensor:
     return torch.floor(t_steps * dt_ticks).to(torch.int64)
 
 
-# ---------------------------------------------------------------- general path
-def run_steps(p: TorchParams, b0: torch.Tensor, b1: torch.Tensor, noise: torch.Tensor,
-              *, dt_ticks: int, delay_ticks: int, keep_syn: bool = False,
-              keep_adapt: bool = False) -> SimOutput:
-    """Integrate T steps for E episodes. b0, b1: [T, E, N*4] (modified: on-chip spikes are added);
-    noise: [T, E, N] membrane noise per step (mV)."""
-    t_steps, n_ep, k_slots = b0.shape
+@dataclass
+class Noise:
+    """Membrane noise source of one chunk: step k, episode row e gets
+    window[starts[k, e]][cols] * scale (noise.NoiseTable)."""
+
+    window: torch.Tensor  # [*, W] overlapping table windows
+    starts: torch.Tensor  # [T, E]
+    cols: torch.Tensor | None  # channel columns of the neurons (None: 0..N-1)
+    scale: torch.Tensor  # [N] mV per unit normal
+
+    def subset(self, idx: torch.Tensor) -> Noise:
+        cols = idx if self.cols is None else self.cols[idx]
+        return Noise(self.window, self.starts, cols, self.scale[idx])
+
+
+@dataclass
+class Recurrence:
+    """On-chip events of the general path: spikes of this run's neurons feed its own slots."""
+
+    w: torch.Tensor  # [N, 4, N] phi-scaled jumps of one spike of neuron n (all its emitters)
+    f_i: torch.Tensor
+    f_v: torch.Tensor
+    delay_ticks: int
+    dt_ticks: int
+
+
+# ---------------------------------------------------------------- one set of neurons
+def run_layer(p: TorchParams, events: list[StepEvents],
+              pre: tuple[torch.Tensor, torch.Tensor] | None, noise: Noise | None, n_ep: int,
+              t_steps: int, *, spikes_in_loop: bool, rec: Recurrence | None = None,
+              keep_syn: bool = False, keep_adapt: bool = False) -> LayerOut:
+    """Integrate the neurons of `p` for t_steps steps.
+
+    events: external arrivals per source group; pre: dense arrivals from earlier layers
+    ([T, E, 4, N], [T, E, N]) in the layered path; spikes_in_loop: threshold and reset every
+    step (general path, AdEx) instead of afterwards in closed form; rec: on-chip recurrence.
+    """
     n = p.n
-    b0f, b1f = b0.view(-1, k_slots), b1.view(-1, k_slots)
-    slot_a, slot_b1 = p.slot_a, p.slot_b1
-    syn = torch.zeros(n_ep, n, 4)
-    u = p.u0.expand(n_ep, n).clone()
-    r0 = torch.zeros(n_ep, n)
-    t_rel = torch.full((n_ep, n), NEVER, dtype=torch.float64)
-    v = free_v(p, u, r0)
-    v_grid = torch.empty(t_steps + 1, n_ep, n)
-    v_grid[0] = v
-    syn_grid = torch.empty(t_steps + 1, n_ep, n, 4) if keep_syn else None
-    ad_grid = torch.empty(t_steps + 1, n_ep, n) if keep_adapt else None
+    a_syn = p.slot_a_t[:, None, :]  # [4, 1, N]
+    syn = torch.zeros(4, n_ep, n)
+    d = torch.empty(n_ep, n)
+    u_grid = torch.empty(t_steps + 1, n_ep, n)
+    u_grid[0] = p.u0
+    syn_grid = torch.empty(t_steps + 1, 4, n_ep, n) if keep_syn else None
     if syn_grid is not None:
-        syn_grid[0] = syn
-    w = torch.zeros(n_ep, n)
-    r_ad = torch.zeros(n_ep, n)
-    if ad_grid is not None:
-        ad_grid[0] = w
-    spikes = SpikeList()
-    rec = p.rec_neuron
-    any_rec = bool(rec.abs().sum() > 0)
-    fire = p.has_fire
-    adex = p.has_adex
+        syn_grid[0] = 0.0
+    bufs = [(ev, torch.empty(ev.group.b1 - ev.group.b0, ev.max_per_step, n),
+             torch.empty(ev.max_per_step, n)) for ev in events]
+    nbuf = None if noise is None else torch.empty(n_ep, noise.window.shape[1])
+    ring_i = ring_v = None
+    if rec is not None:
+        n_ring = rec.delay_ticks // rec.dt_ticks + 2
+        ring_i = torch.zeros(4, n_ring, n_ep, n)
+        ring_v = torch.zeros(n_ring, n_ep, n)
+    st = _SpikeState(p, n_ep, t_steps, keep_adapt) if spikes_in_loop else None
     for k in range(t_steps):
-        k1 = k + 1
-        bk0 = b0[k].view(n_ep, n, 4)
-        bk1 = b1[k].view(n_ep, n, 4)
-        s = syn + bk1
-        drive = s[..., 0] + s[..., 1] + s[..., 2] + s[..., 3]
-        syn = torch.addcmul(torch.addcmul(bk0, bk1, slot_b1), syn, slot_a)
-        u_new = torch.addcmul(drive + noise[k], u, p.a_mem)
-        if not fire and not adex:
-            v = free_v(p, u_new, r0)
-        else:
-            pending = (t_rel >= k) & (t_rel < k1)
-            if bool(pending.any()):
-                r0 = torch.where(pending, release_r0(p, u, u_new, t_rel, k), r0)
-            free = t_rel < k1
-            r = r0 * decay_since(p, t_rel, k1)
-            if adex:
-                nl = exp_current(p, v) - w
-                frac_free = (k1 - torch.clamp(t_rel, min=k)).to(torch.float32).clamp_(0, 1)
-                r_ad = torch.where(t_rel < k, r_ad * p.a_mem, r) + p.kappa * nl * frac_free
-                r = torch.where(p.adex, r_ad, r)
-                w_inf = p.adapt_a * (v - p.adapt_eref)
-                w = w_inf + (w - w_inf) * p.adapt_decay
-            v_new = torch.where(free, free_v(p, u_new, r), p.v_reset)
-            if fire:
-                spk = (v_new >= p.theta) & free
-                if bool(spk.any()):
-                    e_i, n_i = torch.nonzero(spk, as_tuple=True)
-                    late = t_rel[e_i, n_i] > k
-                    t0 = torch.where(late, t_rel[e_i, n_i], torch.full_like(t_rel[e_i, n_i], k))
-                    v0 = torch.where(late, p.v_reset[n_i], v[e_i, n_i])
-                    ts = spike_time(p, v0, v_new[e_i, n_i], t0, k1, n_i)
-                    tr = ts + p.t_ref_steps[n_i]
-                    t_rel[e_i, n_i] = tr
-                    now = tr < k1
-                    vs = p.v_reset[n_i].clone()
-                    if bool(now.any()):
-                        r0n = release_r0(p, u[e_i, n_i], u_new[e_i, n_i], tr, k, n_i)
-                        r0[e_i[now], n_i[now]] = r0n[now]
-                        vn = free_v(p, u_new[e_i, n_i], r0n * decay_since(p, tr, k1, n_i), n_i)
-                        vs = torch.where(now, vn, vs)
-                        if adex:
-                            r_ad[e_i[now], n_i[now]] = (r0n * decay_since(p, tr, k1, n_i))[now]
-                    v_new[e_i, n_i] = vs
-                    if adex:
-                        w[e_i, n_i] += p.adapt_b[n_i]
-                    spikes.add(e_i, n_i, ts)
-                    if any_rec:
-                        step, delta = arrival(to_ticks(ts, dt_ticks), delay_ticks, dt_ticks)
-                        ok = step < t_steps
-                        if bool(ok.any()):
-                            scatter_jumps(b0f, b1f, step[ok] * n_ep + e_i[ok], rec[n_i[ok]],
-                                          delta[ok])
-            v = v_new
-        u = u_new
-        v_grid[k1] = v
+        torch.add(syn[0], syn[1], out=d)
+        d.add_(syn[2]).add_(syn[3])
+        syn.mul_(a_syn)
+        for ev, bs, bv in bufs:
+            p0, p1 = int(ev.ptr[k]), int(ev.ptr[k + 1])
+            if p1 > p0:
+                m = p1 - p0
+                rows, e_k = ev.rows[p0:p1], ev.episode[p0:p1]
+                torch.index_select(ev.group.v, 0, rows, out=bv[:m])
+                for b in range(bs.shape[0]):
+                    torch.index_select(ev.group.syn[b], 0, rows, out=bs[b, :m])
+                    syn[ev.group.b0 + b].index_add_(0, e_k, bs[b, :m])
+                d.index_add_(0, e_k, bv[:m])
+        if pre is not None:
+            syn.add_(pre[0][:, k])
+            d.add_(pre[1][k])
+        if ring_i is not None:
+            slot = k % ring_i.shape[1]
+            syn.add_(ring_i[:, slot])
+            d.add_(ring_v[slot])
+            ring_i[:, slot].zero_()
+            ring_v[slot].zero_()
+        if noise is not None:
+            torch.index_select(noise.window, 0, noise.starts[k], out=nbuf)
+            nz = nbuf if noise.cols is None else nbuf[:, noise.cols]
+            d.addcmul_(nz, noise.scale)
+        torch.addcmul(d, u_grid[k], p.a_mem, out=u_grid[k + 1])
         if syn_grid is not None:
-            syn_grid[k1] = syn
-        if ad_grid is not None:
-            ad_grid[k1] = w
-    return SimOutput(spikes=spikes, v=v_grid, syn=syn_grid, adapt=ad_grid)
+            syn_grid[k + 1] = syn
+        if st is not None:
+            fired = st.step(k, u_grid[k], u_grid[k + 1])
+            if fired is not None and rec is not None:
+                _schedule(rec, fired, ring_i, ring_v, k)
+    return LayerOut(u=u_grid, v=None if st is None else st.v_grid, syn=syn_grid,
+                    adapt=None if st is None else st.ad_grid,
+                    spikes=SpikeList() if st is None else st.spikes)
+
+
+def _schedule(rec: Recurrence, fired: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+              ring_i: torch.Tensor, ring_v: torch.Tensor, k: int) -> None:
+    e_i, n_i, ts = fired
+    step, q = arrival(to_ticks(ts, rec.dt_ticks), rec.delay_ticks, rec.dt_ticks)
+    js, jv = event_jumps(rec.w, rec.f_i, rec.f_v, n_i, q)
+    n_ring, n_ep = ring_v.shape[0], ring_v.shape[1]
+    rows = (step % n_ring) * n_ep + e_i
+    add_blocks(ring_i.view(4, n_ring * n_ep, -1), rows, js)
+    ring_v.view(n_ring * n_ep, -1).index_add_(0, rows, jv)
+
+
+def add_blocks(dst: torch.Tensor, rows: torch.Tensor, js: torch.Tensor) -> None:
+    """dst[b, rows] += js[:, b] for each of the 4 slot blocks (dst [4, R, N], js [S, 4, N])."""
+    jt = js.transpose(0, 1).contiguous()
+    for b in range(dst.shape[0]):
+        dst[b].index_add_(0, rows, jt[b])
+
+
+class _SpikeState:
+    """Per-step threshold, reset, refractory and AdEx currents (general path)."""
+
+    def __init__(self, p: TorchParams, n_ep: int, t_steps: int, keep_adapt: bool) -> None:
+        n = p.n
+        self.p = p
+        self.r0 = torch.zeros(n_ep, n)
+        self.t_rel = torch.full((n_ep, n), NEVER, dtype=torch.float64)
+        self.v = free_v(p.e_eff, p.u0.expand(n_ep, n), torch.zeros(n_ep, n))
+        self.v_grid = torch.empty(t_steps + 1, n_ep, n)
+        self.v_grid[0] = self.v
+        self.adex = p.has_adex
+        self.fire = p.has_fire
+        self.w = torch.zeros(n_ep, n)
+        self.r_ad = torch.zeros(n_ep, n)
+        self.ad_grid = torch.empty(t_steps + 1, n_ep, n) if keep_adapt else None
+        if self.ad_grid is not None:
+            self.ad_grid[0] = 0.0
+        self.spikes = SpikeList()
+
+    def step(self, k: int, u: torch.Tensor, u_new: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        p, t_rel, k1 = self.p, self.t_rel, k + 1
+        fired = None
+        pending = (t_rel >= k) & (t_rel < k1)
+        if bool(pending.any()):
+            r0 = release_r0(p.v_reset, p.e_eff, p.rdt, u, u_new, t_rel, k)
+            self.r0 = torch.where(pending, r0, self.r0)
+        free = t_rel < k1
+        r = self.r0 * decay_since(p.rdt, t_rel, k1)
+        if self.adex:
+            nl = exp_current(p, self.v) - self.w
+            frac_free = (k1 - torch.clamp(t_rel, min=k)).to(torch.float32).clamp_(0, 1)
+            self.r_ad = torch.where(t_rel < k, self.r_ad * p.a_mem, r) + p.kappa * nl * frac_free
+            r = torch.where(p.adex, self.r_ad, r)
+            w_inf = p.adapt_a * (self.v - p.adapt_eref)
+            self.w = w_inf + (self.w - w_inf) * p.adapt_decay
+        v_new = torch.where(free, free_v(p.e_eff, u_new, r), p.v_reset)
+        if self.fire:
+            spk = (v_new >= p.theta) & free
+            if bool(spk.any()):
+                e_i, n_i = torch.nonzero(spk, as_tuple=True)
+                tr_old = t_rel[e_i, n_i]
+                late = tr_old > k
+                t0 = torch.where(late, tr_old, torch.full_like(tr_old, k))
+                v0 = torch.where(late, p.v_reset[n_i], self.v[e_i, n_i])
+                ts = spike_time(p.theta[n_i], p.rdt[n_i], v0, v_new[e_i, n_i], t0, k1)
+                tr = ts + p.t_ref_steps[n_i]
+                t_rel[e_i, n_i] = tr
+                now = tr < k1
+                vs = p.v_reset[n_i].clone()
+                if bool(now.any()):
+                    r0n = release_r0(p.v_reset[n_i], p.e_eff[n_i], p.rdt[n_i], u[e_i, n_i],
+                                     u_new[e_i, n_i], tr, k)
+                    self.r0[e_i[now], n_i[now]] = r0n[now]
+                    rn = r0n * decay_since(p.rdt[n_i], tr, k1)
+                    vs = torch.where(now, free_v(p.e_eff[n_i], u_new[e_i, n_i], rn), vs)
+                    if self.adex:
+                        self.r_ad[e_i[now], n_i[now]] = rn[now]
+                v_new[e_i, n_i] = vs
+                if self.adex:
+                    self.w[e_i, n_i] += p.adapt_b[n_i]
+                self.spikes.add(e_i, n_i, ts, k)
+                fired = (e_i, n_i, ts)
+        self.v = v_new
+        self.v_grid[k1] = v_new
+        if self.ad_grid is not None:
+            self.ad_grid[k1] = self.w
+        return fired
 
 
 def exp_current(p: TorchParams, v: torch.Tensor) -> torch.Tensor:
     """AdEx exponential current g_L Delta_T exp((V - V_T) / Delta_T) in nA (0 where off)."""
     arg = ((v - p.exp_vt) / p.exp_slope).clamp_(max=EXP_ARG_MAX)
     return p.exp_gain * torch.exp(arg)
+
+
+# ---------------------------------------------------------------- closed-form LIF spikes
+def lif_spikes(p: TorchParams, u: torch.Tensor) -> tuple[SpikeList, torch.Tensor]:
+    """Spikes and membrane grid of LIF neurons from their free membrane u [T+1, E, N].
+
+    Same decisions and arithmetic as _SpikeState.step, organised by spike instead of by step:
+    the first pass tests every grid point of every neuron at once; later passes only follow
+    the neurons that spiked, from their release on.
+    """
+    t1, n_ep, n = u.shape
+    v = free_v(p.e_eff, u, torch.zeros(()))
+    spikes = SpikeList()
+    if not p.has_fire:
+        return spikes, v
+    cross = v[1:] >= p.theta  # [T, E, N]
+    hit = cross.any(0)
+    e_i, n_i = torch.nonzero(hit, as_tuple=True)
+    if e_i.numel() == 0:
+        return spikes, v
+    j = torch.argmax(cross[:, e_i, n_i].to(torch.uint8), dim=0) + 1  # first grid point >= theta
+    t_rel = torch.full(e_i.shape, NEVER, dtype=torch.float64)
+    r0 = torch.zeros(e_i.shape)
+    steps = torch.arange(t1, dtype=torch.float64)[:, None]
+    while e_i.numel():
+        k = (j - 1).to(torch.float64)
+        late = t_rel > k
+        t0 = torch.where(late, t_rel, k)
+        # V at grid j-1 and j for these neurons, as the per-step path has them
+        v_prev = _grid_v(p, u, e_i, n_i, j - 1, t_rel, r0)
+        v_j = _grid_v(p, u, e_i, n_i, j, t_rel, r0)
+        v0 = torch.where(late, p.v_reset[n_i], v_prev)
+        ts = spike_time(p.theta[n_i], p.rdt[n_i], v0, v_j, t0, j.to(torch.float64))
+        spikes.add(e_i, n_i, ts, j - 1)
+        tr = ts + p.t_ref_steps[n_i]
+        kr = torch.floor(tr).to(torch.int64)
+        # membrane from the spike on: v_reset while refractory, then the released trajectory
+        keep = kr < t1 - 1
+        uk = u[kr.clamp(max=t1 - 2), e_i, n_i]
+        uk1 = u[kr.clamp(max=t1 - 2) + 1, e_i, n_i]
+        r0n = release_r0(p.v_reset[n_i], p.e_eff[n_i], p.rdt[n_i], uk, uk1, tr,
+                         kr.to(torch.float64))
+        seg = u[:, e_i, n_i]  # [T+1, S]
+        free = steps > tr
+        vs = torch.where(free, free_v(p.e_eff[n_i], seg,
+                                      r0n * decay_since(p.rdt[n_i], tr, steps)), p.v_reset[n_i])
+        after = steps >= j
+        v[:, e_i, n_i] = torch.where(after, vs, v[:, e_i, n_i])
+        nxt = (vs >= p.theta[n_i]) & free & (steps > j) & keep
+        again = nxt.any(0)
+        if not bool(again.any()):
+            break
+        sel = torch.nonzero(again, as_tuple=True)[0]
+        e_i, n_i = e_i[sel], n_i[sel]
+        j = torch.argmax(nxt[:, sel].to(torch.uint8), dim=0)
+        t_rel, r0 = tr[sel], r0n[sel]
+    return spikes, v
+
+
+def _grid_v(p: TorchParams, u: torch.Tensor, e_i: torch.Tensor, n_i: torch.Tensor,
+            j: torch.Tensor, t_rel: torch.Tensor, r0: torch.Tensor) -> torch.Tensor:
+    jf = j.to(torch.float64)
+    r = r0 * decay_since(p.rdt[n_i], t_rel, jf)
+    return torch.where(t_rel < jf, free_v(p.e_eff[n_i], u[j, e_i, n_i], r), p.v_reset[n_i])
