@@ -33,18 +33,31 @@ _M32 = (1 << 32) - 1
 _M24 = (1 << 24) - 1
 _M14 = (1 << 14) - 1
 _BLOCK = 1 + CADC_DATA_WORDS  # words of one CADC block (head + data)
-_CHUNK = 512  # CADC blocks per step of the bulk copies: temporaries stay in cache
+_CHUNK = 2048  # CADC blocks per step of the bulk copies: temporaries stay in cache
 _PADDED = CADC_DATA_WORDS * CADC_SAMPLES_PER_WORD  # 518 sample slots, 6 unused
 
-SPIKE_DTYPE = np.dtype([("time", np.uint64), ("label", np.uint16), ("episode", np.int32)])
-CADC_DTYPE = np.dtype([("time", np.uint64), ("episode", np.int32), ("index", np.uint16)])
-MADC_DTYPE = np.dtype(
-    [("time", np.uint64), ("value", np.uint16), ("source", np.uint8), ("episode", np.int32)]
-)
-READ_DTYPE = np.dtype([("index", np.uint32), ("data", np.uint32)])
-EPISODE_DTYPE = np.dtype([("index", np.uint16), ("time", np.uint64)])
-HALT_DTYPE = np.dtype([("status", np.uint16), ("time", np.uint64)])
-ERROR_DTYPE = np.dtype([("code", np.uint8), ("info16", np.uint16), ("info32", np.uint32)])
+# The timed kinds share one 16-byte layout (time u64 @0, 14-bit field u16 @8, source u8 @10,
+# episode i32 @12), so the decoder fills it once for all records and views each kind's rows
+# with its own field names (listed in the order of docs/interfaces.md).
+_OFFSETS = {"time": (np.uint64, 0), "field": (np.uint16, 8), "label": (np.uint16, 8),
+            "index": (np.uint16, 8), "value": (np.uint16, 8), "status": (np.uint16, 8),
+            "source": (np.uint8, 10), "episode": (np.int32, 12)}
+
+
+def _timed(*names: str) -> np.dtype:
+    return np.dtype({"names": list(names), "formats": [_OFFSETS[n][0] for n in names],
+                     "offsets": [_OFFSETS[n][1] for n in names], "itemsize": 16})
+
+
+_TIMED_DTYPE = _timed("time", "field", "episode")
+SPIKE_DTYPE = _timed("time", "label", "episode")
+CADC_DTYPE = _timed("time", "episode", "index")  # index: sample within the episode
+MADC_DTYPE = _timed("time", "value", "source", "episode")
+EPISODE_DTYPE = _timed("index", "time")
+HALT_DTYPE = _timed("status", "time")
+READ_DTYPE = np.dtype([("index", np.uint32), ("data", np.uint32)], align=True)
+ERROR_DTYPE = np.dtype([("code", np.uint8), ("info16", np.uint16), ("info32", np.uint32)],
+                       align=True)
 
 
 @dataclass(eq=False)
@@ -269,15 +282,100 @@ def decode_trace(data) -> Trace:
     n = w.size
     if n == 0:
         return Trace.empty()
-    ops = raw[7::8]
     err = FirstError()
-    nd = np.flatnonzero(ops != Rec.CADC_DATA)  # every word but CADC_DATA (the bulk)
-    wn = w[nd]
+    nd, wn = _scan(raw)  # every word but CADC_DATA (the bulk) and its position
     k = (wn >> U64(OPCODE_SHIFT)).astype(np.uint8)
-    bad = ~_KNOWN[k]
-    if bad.any():
+    if nd.size and (int(k.min()) < min(_KNOWN_OPS) or int(k.max()) > max(_KNOWN_OPS)):
+        bad = ~_KNOWN[k]
         err.add(nd[bad], "unknown trace record opcode", [f"0x{int(r):02x}" for r in Rec],
-                lambda i: f"0x{int(ops[i]):02x}")
+                lambda i: f"0x{int(k[np.searchsorted(nd, i)]):02x}")
+    # CADC blocks: every head is followed by exactly 74 CADC_DATA words and no CADC_DATA word
+    # stands elsewhere <=> the stream starts with a non-data word, each head's next non-data
+    # word is 75 words on, and the data words number 74 per head
+    hidx = np.flatnonzero(k == Rec.CADC_HEAD)
+    heads = nd[hidx]
+    nxt = nd[np.minimum(hidx + 1, nd.size - 1)] if nd.size else nd
+    if hidx.size and hidx[-1] == nd.size - 1:
+        nxt[-1] = n
+    well_formed = (nd.size > 0 and nd[0] == 0 and n - nd.size == CADC_DATA_WORDS * heads.size
+                   and bool(np.all(nxt - heads == _BLOCK)))
+    samples = None
+    if not well_formed:
+        _block_errors(err, nd, k, w)
+    else:
+        samples, pad_bad = _cadc_samples(raw, heads)
+        if pad_bad.size:
+            err.add(heads[pad_bad] + CADC_DATA_WORDS, "CADC padding slots not zero",
+                    "bytes 1..6 of the last CADC_DATA word = 0", hex_word(w))
+    err.raise_first()
+
+    # time and episode of every non-CADC_DATA record at once: the epoch of the latest
+    # TIME_SYNC and the index of the latest EPISODE are constant between such records, so they
+    # are filled in runs (np.repeat), then each kind's rows are gathered as 16-byte structs
+    is_sync = k == Rec.TIME_SYNC
+    sync_words = wn[is_sync]
+    epoch = _runs(is_sync, np.concatenate(([U64(0)], sync_words & U64(_M56 ^ _M42))))
+    is_ep = k == Rec.EPISODE
+    ep_index = ((wn[is_ep] >> U64(42)) & U64(_M14)).astype(np.int32)
+    base = np.empty(k.size, dtype=_TIMED_DTYPE)
+    base["time"] = epoch | (wn & U64(_M42))
+    base["field"] = ((wn >> U64(42)) & U64(_M14)).astype(np.uint16)
+    base["episode"] = _runs(is_ep, np.concatenate(([np.int32(-1)], ep_index)))
+
+    def timed(op: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        sel = np.flatnonzero(k == op)
+        return base[sel].view(dtype), sel
+
+    spikes, _ = timed(Rec.SPIKE, SPIKE_DTYPE)
+    cadc, _ = timed(Rec.CADC_HEAD, CADC_DTYPE)
+    episodes, _ = timed(Rec.EPISODE, EPISODE_DTYPE)
+    halt, _ = timed(Rec.HALT, HALT_DTYPE)
+    madc, sel = timed(Rec.MADC, MADC_DTYPE)
+    madc["value"] = ((wn[sel] >> U64(42)) & U64(0x3FF)).astype(np.uint16)
+    madc["source"] = ((wn[sel] >> U64(52)) & U64(0xF)).astype(np.uint8)
+
+    def untimed(op: int, dtype: np.dtype, cols: dict[str, tuple[int, int, type]]) -> np.ndarray:
+        """Rows of one record kind; cols: name -> (shift, mask, dtype) of a bit field."""
+        ws = wn[k == op]
+        out = np.empty(ws.size, dtype=dtype)
+        for name, (shift, mask, dt) in cols.items():
+            out[name] = ((ws >> U64(shift)) & U64(mask)).astype(dt)
+        return out
+
+    reads = untimed(Rec.READ_DATA, READ_DTYPE,
+                    {"index": (32, _M24, np.uint32), "data": (0, _M32, np.uint32)})
+    errors = untimed(Rec.ERROR, ERROR_DTYPE, {
+        "code": (48, 0xFF, np.uint8), "info16": (32, 0xFFFF, np.uint16),
+        "info32": (0, _M32, np.uint32)})
+    syncs = (sync_words & U64(_M56)).astype(np.uint64)
+    if samples is None:
+        samples = np.zeros((0, _ROW), np.uint8)
+    return Trace(spikes=spikes, cadc=cadc, cadc_samples=samples[:, :CADC_CHANNELS], madc=madc,
+                 reads=reads, episodes=episodes, halt=halt, errors=errors, syncs=syncs)
+
+
+_SCAN_STEP = 1 << 17  # words per step of the opcode scan: the gather finds them still in cache
+_KNOWN_OPS = [int(r) for r in Rec]
+
+
+def _scan(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and words of every word that is not CADC_DATA, scanning cache-sized steps."""
+    w = raw.view("<u8")
+    n = w.size
+    pos, words = [], []
+    for a in range(0, n, _SCAN_STEP):  # steps of 1 MiB, not a loop over records
+        b = min(a + _SCAN_STEP, n)
+        idx = np.flatnonzero(raw[8 * a + 7 : 8 * b : 8] != Rec.CADC_DATA)
+        words.append(w[a:b][idx])
+        pos.append(idx + a)
+    if not pos:
+        return np.zeros(0, np.int64), np.zeros(0, U64)
+    return np.concatenate(pos), np.concatenate(words)
+
+
+def _block_errors(err: FirstError, nd: np.ndarray, k: np.ndarray, w: np.ndarray) -> None:
+    """The first misplaced CADC_DATA word / short CADC block (slow path, malformed input only)."""
+    n = w.size
     run = np.diff(np.append(nd, n)) - 1  # CADC_DATA words after each other record
     is_head = k == Rec.CADC_HEAD
     wrong = run != np.where(is_head, CADC_DATA_WORDS, 0)
@@ -297,82 +395,42 @@ def decode_trace(data) -> Trace:
     if nd.size == 0 or nd[0] > 0:
         err.add(np.array([0]), "CADC_DATA word outside a CADC block",
                 "CADC_HEAD before 74 CADC_DATA words", hex_word(w))
-    # CADC payload: rows of 7 sample bytes; the 6 unused slots of the last word must be 0
-    heads = nd[is_head]
-    samples = None
-    if not wrong.any() and nd.size and nd[0] == 0:
-        last = w[heads + CADC_DATA_WORDS]  # byte 0: channel 511, bytes 1..6: unused slots
-        nonzero = np.flatnonzero(last & U64(_M56 ^ 0xFF))
-        if nonzero.size:
-            err.add(heads[nonzero] + CADC_DATA_WORDS, "CADC padding slots not zero",
-                    "bytes 1..6 of the last CADC_DATA word = 0", hex_word(w))
-        else:
-            samples = _cadc_samples(raw, heads)
-    err.raise_first()
 
-    # epoch of the latest TIME_SYNC / index of the latest EPISODE before each record:
-    # running counts index small tables (entry 0: none seen yet)
-    f14 = ((wn >> U64(42)) & U64(_M14)).astype(np.uint16)
-    is_sync = k == Rec.TIME_SYNC
-    sync_words = wn[is_sync]
-    epochs = np.concatenate(([U64(0)], sync_words & U64(_M56 ^ _M42)))
-    t = epochs[np.cumsum(is_sync)] | (wn & U64(_M42))
-    is_ep = k == Rec.EPISODE
-    ep_table = np.concatenate(([-1], f14[is_ep].astype(np.int32))).astype(np.int32)
-    episode = ep_table[np.cumsum(is_ep)]
 
-    def pick(op: int, dtype: np.dtype, cols: dict[str, np.ndarray]) -> np.ndarray:
-        sel = np.flatnonzero(k == op)
-        out = np.empty(sel.size, dtype=dtype)
-        for name, col in cols.items():
-            out[name] = col[sel]
-        return out
-
-    spikes = pick(Rec.SPIKE, SPIKE_DTYPE, {"time": t, "label": f14, "episode": episode})
-    cadc = pick(Rec.CADC_HEAD, CADC_DTYPE, {"time": t, "episode": episode, "index": f14})
-    madc = pick(Rec.MADC, MADC_DTYPE, {
-        "time": t,
-        "value": f14 & np.uint16(0x3FF),
-        "source": (f14 >> np.uint16(10)).astype(np.uint8),
-        "episode": episode,
-    })
-    reads = pick(Rec.READ_DATA, READ_DTYPE, {
-        "index": ((wn >> U64(32)) & U64(_M24)).astype(np.uint32),
-        "data": (wn & U64(_M32)).astype(np.uint32),
-    })
-    episodes = pick(Rec.EPISODE, EPISODE_DTYPE, {"index": f14, "time": t})
-    halt = pick(Rec.HALT, HALT_DTYPE, {"status": f14, "time": t})
-    errors = pick(Rec.ERROR, ERROR_DTYPE, {
-        "code": ((wn >> U64(48)) & U64(0xFF)).astype(np.uint8),
-        "info16": ((wn >> U64(32)) & U64(0xFFFF)).astype(np.uint16),
-        "info32": (wn & U64(_M32)).astype(np.uint32),
-    })
-    syncs = (sync_words & U64(_M56)).astype(np.uint64)
-    if samples is None:
-        samples = np.zeros((0, _ROW), np.uint8)
-    return Trace(spikes=spikes, cadc=cadc, cadc_samples=samples[:, :CADC_CHANNELS], madc=madc,
-                 reads=reads, episodes=episodes, halt=halt, errors=errors, syncs=syncs)
+def _runs(starts_run: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """values[0] up to the first True of starts_run, values[i] from its i-th True on."""
+    pos = np.flatnonzero(starts_run)
+    lengths = np.diff(np.concatenate(([0], pos, [starts_run.size])))
+    return np.repeat(values, lengths)
 
 
 _ROW = 520  # bytes per decoded sample row: 518 slots + room for the last unaligned u64 write
 
 
-def _cadc_samples(raw: np.ndarray, heads: np.ndarray) -> np.ndarray:
-    """uint8 [n, 520] rows: slots 0..517 hold the samples of the blocks after `heads`.
+def _cadc_samples(raw: np.ndarray, heads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [n, 520] rows (slots 0..517 = samples of the blocks after `heads`), and the block
+    numbers whose padding slots are not zero.
 
-    Every CADC_DATA word (validated to sit in a block) is written as an unaligned u64 at byte
-    7k of its row; in increasing k each write's 8th byte (the opcode) is overwritten by the next
-    one, so the rows end up packed 7 bytes per word without a byte-wise loop.
+    Every CADC_DATA word is written as an unaligned u64 at byte 7k of its row; in increasing k
+    each write's 8th byte (the opcode) is overwritten by the next one, so the rows end up packed
+    7 bytes per word without a byte-wise loop.
     """
     n = heads.size
     out = np.empty((n, _ROW), dtype=np.uint8)
+    bad: list[np.ndarray] = []
     if n:
         # one 592-byte item per block: the 74 data words after each head, memcpy'd at once
         item = np.dtype((np.void, CADC_DATA_WORDS * 8))
         n_items = raw.size // 8 - CADC_DATA_WORDS + 1
         items = np.ndarray((n_items,), dtype=item, buffer=raw, strides=(8,))
         v = np.ndarray((n, CADC_DATA_WORDS), dtype="<u8", buffer=out, strides=(_ROW, 7))
+        pad_mask = U64(_M56 ^ 0xFF)  # bytes 1..6 of the last data word
         for a in range(0, n, _CHUNK):  # cache-sized chunks, not a loop over records
             b = min(a + _CHUNK, n)
-            v[a:b] = items[heads[a:b] + 1].view("<u8").reshape(b - a, CADC_DATA_WORDS)
-    return out
+            blk = items[heads[a:b] + 1]  # (np.take would copy the overlapping view first)
+            words = blk.view("<u8").reshape(b - a, CADC_DATA_WORDS)
+            v[a:b] = words
+            nz = np.flatnonzero(words[:, -1] & pad_mask)
+            if nz.size:
+                bad.append(nz + a)
+    return out, (np.concatenate(bad) if bad else np.zeros(0, np.int64))
