@@ -199,32 +199,33 @@ def encode_trace(
         return np.zeros(0, dtype=U64)
     key = np.concatenate(keys)
     word = np.concatenate(words)
-    size = np.ones(key.size, dtype=np.int64)
-    size[n_single : n_single + n_cadc] = _BLOCK
     if sync is not None and key.size > 1 and int(key[1:].min()) < int(key[0]):
         raise ConfigError("encode_trace: records earlier than the segment's sync time")
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key, kind="stable")  # timsort: merges the (usually sorted) kinds
     key = key[order]
     word = word[order]
-    size = size[order]
-    # a TIME_SYNC before the first record of each new epoch
-    epoch = key >> U64(_PRIO_BITS + TIMESTAMP_BITS)
-    prev = np.empty_like(epoch)
-    prev[0] = start_epoch
-    prev[1:] = epoch[:-1]
-    is_sync = (key & U64((1 << _PRIO_BITS) - 1)) == 0
-    new_epoch = (epoch != prev) & ~is_sync
-    size += new_epoch
-    end = np.cumsum(size)
-    pos = end - size + new_epoch  # the record's own first word
-    out = np.empty(int(end[-1]) if end.size else 0, dtype=U64)
-    single = size - new_epoch == 1
+    is_cadc = (key & U64((1 << _PRIO_BITS) - 1)) == _PRIO["cadc"]
+    size = np.where(is_cadc, _BLOCK, 1)
+    # a TIME_SYNC before the first record of each new epoch: keys are sorted, so the epochs'
+    # first records are found by binary search (a handful), not by a pass over all records
+    shift = U64(_PRIO_BITS + TIMESTAMP_BITS)
+    last_epoch = int(key[-1] >> shift)
+    new_epochs = np.arange(start_epoch + 1, last_epoch + 1, dtype=U64)
+    at = np.searchsorted(key, new_epochs << shift)
+    keep = np.concatenate((at[1:] > at[:-1], [True])) if at.size else at.astype(bool)
+    at, new_epochs = at[keep], new_epochs[keep]  # epochs without records get no sync
+    pos = np.cumsum(size) - size  # the record's own first word, before sync insertion
+    if at.size:
+        pos += np.repeat(np.arange(at.size + 1), np.diff(np.concatenate(([0], at, [key.size]))))
+    total = int(pos[-1] + size[-1])
+    out = np.empty(total, dtype=U64)
+    if at.size:
+        out[pos[at] - 1] = (new_epochs << U64(TIMESTAMP_BITS)) | _rec(Rec.TIME_SYNC)
+    single = ~is_cadc
     out[pos[single]] = word[single]
-    if new_epoch.any():
-        out[pos[new_epoch] - 1] = (epoch[new_epoch] << U64(TIMESTAMP_BITS)) | _rec(Rec.TIME_SYNC)
     if n_cadc:
         # order[] of the CADC heads tells which sample row each sorted block carries
-        blk_sorted = np.flatnonzero(~single)
+        blk_sorted = np.flatnonzero(is_cadc)
         rows = order[blk_sorted] - n_single
         in_order = bool(np.all(rows[1:] > rows[:-1]))  # usual case: no gather of samples
         heads, bpos = word[blk_sorted], pos[blk_sorted]
