@@ -116,9 +116,12 @@ def _col(src: Any, kind: str, name: str, hi: int) -> np.ndarray:
     a = np.atleast_1d(a).ravel()
     if a.size and a.dtype.kind not in "iub":
         raise ConfigError(f"encode_trace: {kind}.{name} must be integers, got {a.dtype}")
-    if a.size and (int(a.min()) < 0 or int(a.max()) > hi):
-        bad = int(a.min()) if int(a.min()) < 0 else int(a.max())
-        raise ConfigError(f"encode_trace: {kind}.{name} out of range 0..{hi}, got {bad}")
+    if a.size:
+        lo = 0 if a.dtype.kind in "ub" else int(a.min())  # unsigned: no pass for the minimum
+        top = int(a.max())
+        if lo < 0 or top > hi:
+            bad = lo if lo < 0 else top
+            raise ConfigError(f"encode_trace: {kind}.{name} out of range 0..{hi}, got {bad}")
     return a.astype(U64, copy=False)
 
 
@@ -164,15 +167,20 @@ def encode_trace(
         if src is None:
             return None
         t = _col(src, kind, "time", _M56)
-        w = (t & U64(_M42)) | _rec(op) if op not in (Rec.READ_DATA, Rec.ERROR) else None
-        if w is None:
+        if op in (Rec.READ_DATA, Rec.ERROR):
             w = np.full(t.size, _rec(op), dtype=U64)
+        else:
+            w = t & U64(_M42)
+            w |= _rec(op)
         for name, hi, shift in fields_:
             c = _col(src, kind, name, hi)
             if c.size != t.size:
                 raise ConfigError(f"encode_trace: {kind}.{name} has {c.size} rows, time {t.size}")
-            w |= c << U64(shift)
-        keys.append((t << U64(_PRIO_BITS)) | U64(_PRIO[kind]))
+            c = c << U64(shift) if shift else c
+            w |= c
+        key = t << U64(_PRIO_BITS)
+        key |= U64(_PRIO[kind])
+        keys.append(key)
         words.append(w)
         return t
 
