@@ -1,6 +1,8 @@
 """strobe protocol layer: the wire contract, sans-I/O (no threads, no sockets, no clocks).
 
-Submodules: wire (constants), addressmap, errors, frames, link (ARQ), control (CONTROL packets).
+Submodules: wire (constants), addressmap, errors, frames, link (ARQ), control (CONTROL packets),
+instructions (playback program builders / decoder), records (Trace, trace encode / decode),
+spec (the construct declarations: readable spec and test oracle), codec (shared helpers).
 """
 
 from protocol.control import (
@@ -21,11 +23,19 @@ from protocol.errors import (
     StrobeError,
 )
 from protocol.frames import Frame, FrameDecoder, decode_frame, encode_frame
+from protocol.instructions import (
+    PROGRAM_DTYPE,
+    decode_program,
+    program,
+    program_bytes,
+)
 from protocol.link import Link, LinkState, LinkStats
+from protocol.records import Trace, decode_trace, encode_trace
 from protocol.wire import PROTOCOL_VERSION, Channel, ErrorCode, FrameType, Instr, Rec, SystemOp
 
 __all__ = [
     "FLASH_KINDS",
+    "PROGRAM_DTYPE",
     "PROTOCOL_VERSION",
     "BoardError",
     "CRCError",
@@ -47,9 +57,15 @@ __all__ = [
     "Rec",
     "StrobeError",
     "SystemOp",
+    "Trace",
     "decode_control",
     "decode_frame",
+    "decode_program",
+    "decode_trace",
     "encode_control",
     "encode_frame",
+    "encode_trace",
+    "program",
+    "program_bytes",
     "register_control_packet",
 ]
