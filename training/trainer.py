@@ -112,7 +112,9 @@ def evaluate(
     total_loss = correct = spikes = 0.0
     n = 0
     try:
+        device = _device(net)
         for x, labels in make_loader(dataset, batch_size):
+            x, labels = x.to(device), labels.to(device)
             y = net(x)
             b = len(labels)
             total_loss += float(loss_fn(y, labels)) * b
@@ -145,6 +147,7 @@ def train(
     from it (TrainingError if missing or made with another calibration reference).
     calibration: plain-data reference to the calibration in use (e.g. serial + file hash),
     stored in checkpoints. progress(epoch, batch, n_batches, running) is called per batch.
+    Seeds torch's global RNG with config.seed (dropout masks), so runs are reproducible.
     """
     config = config or TrainConfig()
     threads_before = torch.get_num_threads()
@@ -193,6 +196,7 @@ def _train(
         result.start_epoch = state["epoch"]
         result.history = [EpochMetrics(**h) for h in state["history"]]
 
+    device = _device(net)
     loader = make_loader(train_set, config.batch_size, shuffle=True, generator=shuffle)
     n_batches = len(loader) if config.max_batches is None else min(len(loader), config.max_batches)
     for epoch in range(result.start_epoch, config.epochs):
@@ -204,6 +208,7 @@ def _train(
         for b, (x, labels) in enumerate(loader):
             if b >= n_batches:
                 break
+            x, labels = x.to(device), labels.to(device)
             y = net(x)
             loss = loss_fn(y, labels)
             optimizer.zero_grad(set_to_none=True)
@@ -249,6 +254,10 @@ def _train(
         if on_epoch is not None:
             on_epoch(metrics)
     return result
+
+
+def _device(net: Network) -> torch.device:
+    return next(net.parameters()).device
 
 
 def save_checkpoint(

@@ -143,3 +143,27 @@ def test_backend_receives_the_dropout_masks_the_model_uses() -> None:
     ((_, masks),) = rec.calls
     assert set(masks) == {1}
     torch.testing.assert_close(masks[1], y.masks[1])
+
+
+def test_in_the_loop_training_absorbs_a_detuned_substrate() -> None:
+    """PNAS 2022's central claim, in software: with neurons detuned by sigma_d = 50 %, weights
+    trained on the nominal model lose most of their accuracy, while training with the detuned
+    substrate in the loop (its spikes and membranes in the forward pass, gradients through the
+    nominal model) recovers it."""
+    from training.data import load_digits_split
+    from training.trainer import TrainConfig, evaluate, train
+
+    train_set, test_set = load_digits_split()
+    config = TrainConfig(epochs=8, lr=1e-2, batch_size=50, seed=1)
+    sim = nn.pnas_network(64, 100, 10, seed=1)
+    train(sim, PNASLoss(), train_set, None, config)
+    g = torch.Generator().manual_seed(42)
+    substrate = {i: nn.detuned(m.params(), 0.5, generator=g) for i, m in sim.neuron_layers()}
+    nominal = evaluate(sim, PNASLoss(), test_set).accuracy
+    deployed = evaluate(sim.connect(ModelBackend(substrate)), PNASLoss(), test_set).accuracy
+    in_loop = nn.pnas_network(64, 100, 10, seed=1).connect(ModelBackend(substrate))
+    train(in_loop, PNASLoss(), train_set, None, config)
+    recovered = evaluate(in_loop, PNASLoss(), test_set).accuracy
+    assert nominal >= 0.88
+    assert deployed < nominal - 0.2
+    assert recovered > deployed + 0.2
