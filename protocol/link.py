@@ -34,6 +34,7 @@ class LinkStats:
     fast_retransmits: int = 0  # the subset triggered by duplicate acks
     duplicates: int = 0  # DATA frames received again (already delivered or already buffered)
     out_of_order: int = 0  # DATA frames buffered ahead of a gap
+    beyond_window: int = 0  # DATA frames too far ahead to buffer (dropped; resent later)
     crc_errors: int = 0
     garbage_bytes: int = 0
     acks_sent: int = 0  # stand-alone ACK frames (piggy-backed acks are not counted)
@@ -347,8 +348,11 @@ class Link:
                 self._ooo[f.seq] = f
                 self.stats.out_of_order += 1
             self._ack_due = now  # tell the sender about the gap at once
-        else:
+        elif d >= _M // 2:
             self.stats.duplicates += 1  # already delivered: our ack was probably lost
+            self._ack_due = now
+        else:
+            self.stats.beyond_window += 1  # sender does not know our window yet: drop, ack
             self._ack_due = now
 
     def _deliver(self, f: Frame, messages: list[tuple[int, bytes]]) -> None:

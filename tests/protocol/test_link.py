@@ -317,3 +317,22 @@ def test_garbage_input_never_raises():
         assert link.receive(rng.randbytes(rng.randrange(100)), 0.0) == []
     link.receive(encode_frame(Frame(FrameType.ACK, ack=123, window=0)), 0.0)
     assert link.stats.garbage_bytes > 0
+
+
+def test_frames_beyond_the_window_are_dropped_then_resent():
+    a = Link(window=8, max_payload=1, rto=0.01)
+    b = Link(window=2)
+    a.send(0, bytes(range(8)), 0.0)
+    frames = split_frames(a.poll(0.0))
+    got = b.receive(b"".join(frames[1:]), 0.0)  # frame 0 lost; b buffers 1 frame past the gap
+    assert got == [] and b.stats.out_of_order == 1
+    assert b.stats.beyond_window == 6 and b.stats.duplicates == 0
+    t = 0.0
+    for _ in range(100):
+        t += 0.011
+        a.receive(b.poll(t), t)
+        got += b.receive(a.poll(t), t)
+        if got:
+            break
+    assert got == [(0, bytes(range(8)))]
+    assert a.stats.retransmits >= 7
