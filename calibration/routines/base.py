@@ -1,0 +1,178 @@
+"""What every routine shares: the Routine interface, reach checks, trace reductions.
+
+A routine calibrates one parameter (or a pair, e.g. exc and inh) of all 512 neurons: it builds a
+measurement configuration from the session's current config, lets a search (calibration.search)
+call its `measure(codes, repeats)` (one board program per call), and returns a ParameterResult
+with the codes, the uncalibrated spread (`before`, all neurons at the nominal code) and the
+calibrated one (`after`, an independent final measurement).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from hostdriver.traces import EpisodeData
+from protocol.addressmap import N_NEURONS
+from protocol.errors import CalibrationError
+
+from ..result import CalibrationResult, ParameterResult
+from ..search import SearchResult
+from ..session import Session
+from ..targets import Targets
+
+__all__ = [
+    "CalibrationWarning",
+    "Routine",
+    "cadc_mean",
+    "check_reach",
+    "first_spike_times",
+    "run_alone",
+]
+
+CLIP_HI = 254.5  # mean CADC codes at or beyond these are treated as saturated
+CLIP_LO = 0.5
+
+
+class CalibrationWarning(UserWarning):
+    """A calibration finished with neurons clamped to the end of their range."""
+
+
+class Routine(ABC):
+    """Calibrates the parameters in `names` of every neuron (see module doc)."""
+
+    names: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()  # parameters best calibrated before this one
+
+    def __init__(self, *, clamp: bool = False) -> None:
+        self.clamp = clamp
+
+    @abstractmethod
+    def run(self, session: Session, targets: Targets) -> list[ParameterResult]:
+        """Measure, search, update session.config with the result; return the parameters."""
+
+    def __call__(self, session: Session, targets: Targets) -> list[ParameterResult]:
+        t0 = time.perf_counter()
+        runs0 = session.runs
+        out = self.run(session, targets)
+        dt = time.perf_counter() - t0
+        for p in out:
+            p.runs = session.runs - runs0
+            p.seconds = dt
+        return out
+
+
+def run_alone(routine: Routine, board: Any, targets: Targets | None,
+              base: CalibrationResult | None = None) -> CalibrationResult:
+    """Standalone use: a fresh session on board (optionally starting from an earlier result's
+    codes) running one routine; the result holds only that routine's parameters."""
+    from ..setup import base_config
+
+    targets = targets or Targets()
+    cfg = base_config()
+    if base is not None:
+        base.check_serial(board.info.serial)
+        base.apply(cfg)
+    session = Session(board, cfg)
+    t0 = time.perf_counter()
+    result = CalibrationResult(session.serial, targets)
+    for p in routine(session, targets):
+        result.add(p)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def check_reach(name: str, sr: SearchResult, unit: str, clamp: bool) -> np.ndarray:
+    """Neurons whose target no code reaches: CalibrationError naming them and their reachable
+    range, or (clamp=True) a CalibrationWarning listing them; returns their indices (flat)."""
+    bad = np.flatnonzero(sr.unreachable.reshape(-1))
+    if bad.size == 0:
+        return bad
+    tgt = sr.target.reshape(-1)[bad]
+    lo = sr.range_lo.reshape(-1)[bad]
+    hi = sr.range_hi.reshape(-1)[bad]
+    got = sr.values.reshape(-1)[bad]
+    shown = ", ".join(
+        f"{int(i % N_NEURONS)}: target {t:.3g} {unit}, reaches "
+        f"{_fmt_range(a, b, g)}"
+        for i, t, a, b, g in zip(bad[:10], tgt, lo, hi, got, strict=False))
+    more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+    msg = (f"{name}: target out of reach for {bad.size} neuron(s) ({shown}{more}); "
+           "choose targets inside the reachable range")
+    if not clamp:
+        err = CalibrationError(msg)
+        err.neurons = bad % N_NEURONS
+        raise err
+    warnings.warn(msg.replace("choose targets inside the reachable range",
+                              "clamped to the nearest reachable code"), CalibrationWarning,
+                  stacklevel=3)
+    return bad
+
+
+def _fmt_range(a: float, b: float, got: float) -> str:
+    ends = [x for x in (a, b) if np.isfinite(x)]
+    if len(ends) == 2:
+        return f"{min(ends):.3g}..{max(ends):.3g}"
+    if ends:
+        return f"at most/least {ends[0]:.3g} (measured {got:.3g} at the range end)"
+    return f"{got:.3g} at the range end"
+
+
+# ---------------------------------------------------------------------- reductions
+def cadc_mean(data: EpisodeData, t_min_us: float = -np.inf, t_max_us: float = np.inf,
+              channels: Sequence[int] | None = None) -> np.ndarray:
+    """[512] mean CADC code over episodes and the samples in [t_min, t_max]; +inf / -inf where
+    the mean is clipped at the converter's ends (no information about the true value)."""
+    s = data.cadc.samples.astype(np.float64)
+    t = data.cadc.rel_time_us
+    sel = (t >= t_min_us) & (t <= t_max_us)  # [E, S]
+    w = sel[..., None].astype(np.float64)
+    m = (s * w).sum((0, 1)) / np.maximum(w.sum((0, 1)), 1.0)
+    m = np.where(m >= CLIP_HI, np.inf, np.where(m <= CLIP_LO, -np.inf, m))
+    return m if channels is None else m[np.asarray(channels)]
+
+
+def first_spike_times(data: EpisodeData, n: int = N_NEURONS) -> np.ndarray:
+    """[E, n] time (us since episode start) of the first spike per episode; NaN if none."""
+    sp = data.spikes
+    out = np.full((data.n_episodes, n), np.nan)
+    ok = (sp.neuron >= 0) & (sp.neuron < n)
+    if not ok.any():
+        return out
+    key = sp.episode[ok] * n + sp.neuron[ok]
+    t = sp.rel_time_us[ok]
+    order = np.lexsort((t, key))
+    key, t = key[order], t[order]
+    first = np.ones(key.size, bool)
+    first[1:] = key[1:] != key[:-1]
+    out.reshape(-1)[key[first]] = t[first]
+    return out
+
+
+def spike_intervals(data: EpisodeData, n: int = N_NEURONS) -> np.ndarray:
+    """[n] median inter-spike interval (us) over all episodes; NaN with fewer than 2 spikes."""
+    sp = data.spikes
+    ok = (sp.neuron >= 0) & (sp.neuron < n)
+    key = sp.episode[ok] * n + sp.neuron[ok]
+    t = sp.rel_time_us[ok]
+    order = np.lexsort((t, key))
+    key, t = key[order], t[order]
+    same = key[1:] == key[:-1]
+    isi = np.diff(t)[same]
+    nrn = (key[1:][same]) % n
+    out = np.full(n, np.nan)
+    if isi.size == 0:
+        return out
+    o = np.lexsort((isi, nrn))
+    nrn, isi = nrn[o], isi[o]
+    starts = np.flatnonzero(np.r_[True, nrn[1:] != nrn[:-1]])
+    counts = np.diff(np.r_[starts, nrn.size])
+    mid = starts + counts // 2
+    med = np.where(counts % 2 == 1, isi[mid], 0.5 * (isi[mid] + isi[np.maximum(mid - 1, starts)]))
+    out[nrn[starts]] = med
+    return out

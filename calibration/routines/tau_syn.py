@@ -1,0 +1,130 @@
+"""Synaptic time constants tau_syn exc / inh (I_BIAS_SYN_EXC_TAU / _INH_TAU) to targets in us.
+
+Measurement: the CADC reads each circuit's synaptic input current (READOUT_SOURCE SYN_EXC, then
+SYN_INH: two blocks of one program) while two weight-63 stimulus events reach every neuron; the
+current jumps and decays as exp(-t / tau_syn). A fit with the baseline fixed to the pre-stimulus
+samples (calibration.fit, vectorised over neurons) over the samples after the peak gives tau.
+Both cells are searched together as one [2, 512] array: ModelSearch in log(tau) (rate cells are
+log-linear in the code), larger code -> shorter tau.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hostdriver.chip import NeuronCell, ReadoutSource
+from hostdriver.program import CADCSchedule, SpikeInput
+from hostdriver.traces import EpisodeData
+
+from .. import nominal
+from ..fit import fit_exponential
+from ..result import CalibrationResult, ParameterResult
+from ..search import ModelSearch
+from ..session import Block, Session
+from ..setup import EXC, INH, stim_labels
+from ..targets import Targets
+from .base import Routine, check_reach, run_alone
+
+__all__ = ["TauSynRoutine", "calibrate", "measure_tau_syn", "syn_decay_tau"]
+
+REPEATS = 3
+FINAL_REPEATS = 6
+EVENTS = 2  # stimulus drivers fired at once
+STIM_US = 1.0
+GM_CODE = 600  # input strength during the measurement (the amplitude only needs to be visible)
+NAMES = ("tau_syn_exc", "tau_syn_inh")
+CELLS = (NeuronCell.I_BIAS_SYN_EXC_TAU, NeuronCell.I_BIAS_SYN_INH_TAU)
+
+
+def schedule(tau_target: np.ndarray) -> tuple[float, CADCSchedule]:
+    """Episode length and CADC schedule for targets tau (us): ~5 tau_max after the stimulus,
+    samples 1/6 of the shortest tau apart (at most 96)."""
+    t_hi = float(np.max(tau_target))
+    t_lo = float(np.min(tau_target))
+    span = 5.0 * t_hi
+    interval = max(min(t_lo / 6.0, span / 48), 0.05)
+    count = int(min(span / interval, 96))
+    interval = span / count
+    start = max(STIM_US - 4 * interval, 0.05)
+    n = int((STIM_US + span - start) / interval)
+    return STIM_US + span + interval, CADCSchedule(interval=interval, count=n, start=start)
+
+
+def syn_decay_tau(data: EpisodeData, tau_lo: float, tau_hi: float) -> np.ndarray:
+    """[512] decay time constant of a readout that jumps after STIM_US (fixed-baseline fit)."""
+    y = data.cadc.samples.astype(np.float64).mean(0)  # [S, 512]
+    clip = (data.cadc.samples >= 254).any(0) | (data.cadc.samples <= 0).any(0)
+    t = data.cadc.rel_time_us[0]
+    pre = t < STIM_US
+    base = y[pre].mean(0)
+    peak = np.argmax(np.where(t[:, None] >= STIM_US, y, -np.inf), axis=0)  # [512]
+    k = np.arange(y.shape[0])[:, None]
+    amp = y[peak, np.arange(y.shape[1])] - base
+    mask = (k > peak[None]) & ~clip & (y - base > np.maximum(0.03 * amp, 1.5)[None])
+    f = fit_exponential(t, y, mask, tau_min=tau_lo, tau_max=tau_hi, baseline=base)
+    return np.where(amp > 3.0, f.tau, np.nan)
+
+
+def measure_tau_syn(session: Session, codes: np.ndarray, tau_target: np.ndarray,
+                    repeats: int = REPEATS) -> np.ndarray:
+    """[2, 512] tau_syn (exc, inh) in us with the two tau cells at codes [2, 512]."""
+    duration, cadc = schedule(tau_target)
+    blocks = []
+    for kind, src in ((EXC, ReadoutSource.SYN_EXC), (INH, ReadoutSource.SYN_INH)):
+        cfg = session.config.copy()
+        caps = cfg.neuron_capmem
+        caps[CELLS[0]] = codes[0]
+        caps[CELLS[1]] = codes[1]
+        caps[NeuronCell.I_BIAS_SYN_EXC_GM] = GM_CODE
+        caps[NeuronCell.I_BIAS_SYN_INH_GM] = GM_CODE
+        caps[NeuronCell.I_OFFSET] = 0
+        nrn = cfg.neurons
+        nrn.enable_fire = False
+        nrn.spike_output = False
+        nrn.readout_source = int(src)
+        lab = stim_labels(kind, EVENTS)
+        sp = SpikeInput(np.repeat(np.arange(repeats), lab.size), np.full(repeats * lab.size,
+                        STIM_US), np.tile(lab, repeats))
+        blocks.append(Block(cfg, repeats, duration, spikes=sp, cadc=cadc))
+    data = session.measure(blocks, "tau_syn")
+    lo = 0.2 * float(np.min(tau_target))
+    hi = 5.0 * float(np.max(tau_target))
+    return np.stack([syn_decay_tau(d, lo, hi) for d in data])
+
+
+class TauSynRoutine(Routine):
+    names = NAMES
+    requires = ("cadc_offset",)
+
+    def __init__(self, *, clamp: bool = False, search: Any = None) -> None:
+        super().__init__(clamp=clamp)
+        self.search = search
+
+    def run(self, session: Session, targets: Targets) -> list[ParameterResult]:
+        target = np.stack([targets.per_neuron(n) for n in NAMES])
+        start = np.stack([np.full(512, nominal.tau_code(targets.scalar(n),
+                                                          nominal.TAU_SYN_RANGE_US))
+                          for n in NAMES])
+        search = self.search or ModelSearch(probes=(start,), transform="log",
+                                            prior_slope=nominal.log_tau_per_code(
+                                                nominal.TAU_SYN_RANGE_US),
+                                            iterations=3, tol=0.0, repeats=REPEATS,
+                                            final_repeats=FINAL_REPEATS)
+        sr = search.search(lambda c, r: measure_tau_syn(session, c, target, r), target,
+                           increasing=False, start=start)
+        clamped = check_reach("tau_syn", sr, "us", self.clamp)
+        out = []
+        for i, name in enumerate(NAMES):
+            session.config.neuron_capmem[CELLS[i]] = sr.codes[i]
+            mine = clamped[(clamped >= i * 512) & (clamped < (i + 1) * 512)] - i * 512
+            out.append(ParameterResult(name, target[i], sr.codes[i], sr.history[0][1][i],
+                                       sr.values[i], clamped=mine))
+        return out
+
+
+def calibrate(board: Any, targets: Targets | None = None, *, clamp: bool = False,
+              base: CalibrationResult | None = None) -> CalibrationResult:
+    """Calibrate tau_syn exc and inh of all 512 neurons on board (standalone)."""
+    return run_alone(TauSynRoutine(clamp=clamp), board, targets, base)
