@@ -51,6 +51,7 @@ def test_set_faults_float32_fields():
     assert kind is ControlKind.SET_FAULTS and f["reorder"] == 1.0 and f["seed"] == 7
 
 
+@settings(deadline=None)
 @given(
     serial=st.integers(0, 2**64 - 1),
     fw=st.integers(0, 2**32 - 1),
@@ -64,6 +65,7 @@ def test_hello_reply_roundtrip(serial, fw, chip, board):
         ControlKind.HELLO_REPLY, fields)
 
 
+@settings(deadline=None)
 @given(probs=st.lists(st.floats(0, 1, width=32), min_size=6, max_size=6),
        seed=st.integers(0, 2**32 - 1))
 def test_set_faults_roundtrip(probs, seed):
@@ -114,7 +116,7 @@ def test_flash_kind_registration():
         register_control_packet(0x20, "OUTSIDE", body)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=64))
 def test_fuzz_decode_control(data):
     try:
@@ -126,7 +128,7 @@ def test_fuzz_decode_control(data):
         assert encode_control(kind, **fields) == data
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from([b"\x01\x01", b"\x10\x04", bytes.fromhex("1103020102006e6f")]),
        st.integers(0, 15), st.integers(0, 255))
 def test_fuzz_mutated_control(data, pos, value):

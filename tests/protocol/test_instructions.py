@@ -16,7 +16,7 @@ def _decode(*parts):
     return I.decode_program(I.program_bytes(I.program(*parts)))
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2**56 - 1), st.integers(0, 2**14 - 1)), max_size=60),
        st.integers(1, 6))
 def test_spikes_roundtrip(pairs, spread):

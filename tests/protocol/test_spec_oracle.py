@@ -52,7 +52,7 @@ def instr_case(draw):
     return op, draw(fields_st), build
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(instr_case())
 def test_single_word_instructions_match_construct(case):
     op, fields, build = case
@@ -72,7 +72,7 @@ def test_single_word_instructions_match_construct(case):
             assert row[col[name]] == value
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(u(0, 2**32 - 1), u(0, 2**32 - 1)), min_size=1, max_size=8),
        u(0, 2**32 - 9), st.lists(u(0, 2**32 - 1), min_size=1, max_size=8))
 def test_write_and_block_match_construct(pairs, start, block):
