@@ -123,25 +123,26 @@ def _check_len(data: bytes) -> None:
 def oracle_decode_trace(data: bytes) -> Trace:
     """Reference decoder: one construct parse per word and the stream rules in plain Python."""
     data = bytes(data)
-    words = parse_records(data)
+    _check_len(data)
     spikes, cadc, samples, madc, reads, episodes, halt, errors, syncs = ([] for _ in range(9))
     epoch, episode = 0, -1
-    i, n = 0, len(words)
+    i, n = 0, len(data) // 8
     mask = (1 << TIMESTAMP_BITS) - 1
     while i < n:
-        op, f = words[i]
+        op, f = _parse(RECORD, data, i, "trace record")
         if op == Rec.TIME_SYNC:
             epoch = f["time"] & ~mask
             syncs.append(f["time"])
         elif op == Rec.SPIKE:
             spikes.append((epoch | f["time"], f["label"], episode))
         elif op == Rec.CADC_HEAD:
-            block = words[i + 1 : i + 1 + CADC_DATA_WORDS]
-            if len(block) < CADC_DATA_WORDS or any(o != Rec.CADC_DATA for o, _ in block):
-                bad = i + 1 + next((j for j, (o, _) in enumerate(block) if o != Rec.CADC_DATA),
-                                   len(block))
-                raise DecodeError("CADC block with too few CADC_DATA words", offset=bad,
-                                  unit="word")
+            block = []
+            for j in range(i + 1, i + 1 + CADC_DATA_WORDS):  # in stream order, word by word
+                o, d = _parse(RECORD, data, j, "trace record") if j < n else (None, None)
+                if o != Rec.CADC_DATA:
+                    raise DecodeError("CADC block with too few CADC_DATA words", offset=j,
+                                      unit="word")
+                block.append((o, d))
             row = [d[f"s{j}"] for _, d in block for j in range(7)]
             if any(row[CADC_CHANNELS:]):
                 raise DecodeError("CADC padding slots not zero", offset=i + CADC_DATA_WORDS,
