@@ -20,7 +20,6 @@ from protocol.errors import ConfigError
 from protocol.wire import (
     CADC_CHANNELS,
     CADC_DATA_WORDS,
-    CADC_SAMPLES_PER_WORD,
     OPCODE_SHIFT,
     TIMESTAMP_BITS,
     Rec,
@@ -34,7 +33,6 @@ _M24 = (1 << 24) - 1
 _M14 = (1 << 14) - 1
 _BLOCK = 1 + CADC_DATA_WORDS  # words of one CADC block (head + data)
 _CHUNK = 2048  # CADC blocks per step of the bulk copies: temporaries stay in cache
-_PADDED = CADC_DATA_WORDS * CADC_SAMPLES_PER_WORD  # 518 sample slots, 6 unused
 
 # The timed kinds share one 16-byte layout (time u64 @0, 14-bit field u16 @8, source u8 @10,
 # episode i32 @12), so the decoder fills it once for all records and views each kind's rows
@@ -66,7 +64,7 @@ class Trace:
 
     spikes: np.ndarray  # SPIKE_DTYPE
     cadc: np.ndarray  # CADC_DTYPE, row i described by cadc_samples[i]
-    cadc_samples: np.ndarray  # uint8 [n, 512]
+    cadc_samples: np.ndarray  # uint8 [n, 512] (from decode_trace: a view with 520-byte rows)
     madc: np.ndarray  # MADC_DTYPE
     reads: np.ndarray  # READ_DTYPE, in the order of the program's reads
     episodes: np.ndarray  # EPISODE_DTYPE
