@@ -78,3 +78,22 @@ def current_code(fraction: np.ndarray | float) -> np.ndarray:
         x = x - (lin(x) - f) / (1.2 - 0.6 * x * x)
         x = np.clip(x, 0.0, 1.0)
     return np.clip(np.rint(x * CAPMEM_MAX), 0, CAPMEM_MAX).astype(np.int64)
+
+
+def psp_peak_per_na(tau_syn: float, tau_mem: float) -> float:
+    """Peak membrane deflection (mV) of a current-based synapse per nA of current jump:
+    (1 / C) tau_s tau_m / (tau_m - tau_s) (exp(-tp / tau_m) - exp(-tp / tau_s)) at the peak tp
+    (tau_s = tau_m: tau / C * e^-1)."""
+    ts, tm = float(tau_syn), float(tau_mem)
+    if abs(tm - ts) < 1e-9 * tm:
+        return tm / C_MEM_PF * float(np.exp(-1.0))
+    tp = np.log(tm / ts) * ts * tm / (tm - ts)
+    return ts * tm / (tm - ts) * float(np.exp(-tp / tm) - np.exp(-tp / ts)) / C_MEM_PF
+
+
+def gm_code_for_psp(psp_lsb: float, weight: int, dac_code: int, tau_syn: float,
+                    tau_mem: float) -> int:
+    """Nominal I_BIAS_SYN_*_GM code whose weight-`weight` input event gives a PSP of psp_lsb."""
+    per_na = psp_peak_per_na(tau_syn, tau_mem) / CADC_MV_PER_LSB  # LSB per nA
+    full = weight * GM_FULL_NA * float(lin(dac_code / CAPMEM_MAX)) * per_na  # LSB at gm 1022
+    return int(current_code(psp_lsb / full))

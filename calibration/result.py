@@ -123,6 +123,7 @@ class CalibrationResult:
     software_version: str = field(default_factory=software_version)
     created: float = field(default_factory=time.time)  # unix time
     seconds: float = 0.0  # wall time the calibration took
+    from_cache: bool = False  # loaded from the cache instead of measured (not stored in files)
 
     def __getitem__(self, name: str) -> ParameterResult:
         try:

@@ -46,10 +46,12 @@ def measure_leak(session: Session, codes: np.ndarray, repeats: int = REPEATS,
 
 
 def voltage_slopes(sr: SearchResult) -> np.ndarray:
-    """Per-element slope (value per code) from a search's history (least squares)."""
+    """Per-element slope (value per code) from a search's history (least squares; the nominal
+    slope where the history holds one code only)."""
     codes = np.stack([c for c, _ in sr.history]).astype(np.float64)
     vals = np.stack([v for _, v in sr.history])
     _, b = fit_line(codes.reshape(codes.shape[0], -1), vals.reshape(vals.shape[0], -1))
+    b = np.where(np.isfinite(b) & (b > 0), b, nominal.LSB_PER_CODE)  # one code only: nominal
     return b.reshape(sr.target.shape)
 
 
@@ -79,8 +81,7 @@ class LeakRoutine(Routine):
     def refine(self, session: Session, previous: ParameterResult) -> ParameterResult:
         """'Leak again': measure at the calibrated codes, correct by the learnt slope, measure."""
         now = measure_leak(session, previous.codes, FINAL_REPEATS, "leak again")
-        slope = self.slopes if self.slopes is not None else np.full(512, 1 / nominal.CADC_MV_PER_LSB
-                                                                     * nominal.V_PER_CODE_MV)
+        slope = self.slopes if self.slopes is not None else np.full(512, nominal.LSB_PER_CODE)
         step = np.where(np.isfinite(now) & (slope > 0), (previous.target - now) / slope, 0.0)
         codes = np.clip(previous.codes + np.rint(step), 0, CAPMEM_MAX).astype(np.int64)
         if np.array_equal(codes, previous.codes):
