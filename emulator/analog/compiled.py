@@ -11,7 +11,7 @@ and adds; see docs/emulator.md for the equations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,11 +40,19 @@ READOUT_BASE_MV = 500.0
 class SimConfig:
     """Numerical settings of the integrator (not part of the chip's physics, except the delay)."""
 
-    dt_ticks: int = 64  # integration step: 64 ticks = 0.512 us
+    dt_ticks: int | None = None  # integration step; None: adaptive (choose_dt)
     route_delay_ticks: int = 128  # crossbar -> synapse delivery delay (a multiple of dt)
-    chunk_elements: int = 1 << 23  # episodes per chunk: T * E * slots stays below this
+    chunk_elements: int = 1 << 23  # episodes per chunk: T * E * (slots + neurons) below this
+    threads: int | None = 1  # torch intra-op threads during run (None: leave as is); small
+    #                          in-cache ops run best single-threaded, above all on a busy host
 
     def __post_init__(self) -> None:
+        if self.dt_ticks is None:
+            if self.route_delay_ticks < 1 or self.route_delay_ticks % max(DT_CHOICES):
+                raise ConfigError(
+                    "SimConfig.route_delay_ticks must be a positive multiple of "
+                    f"{max(DT_CHOICES)} with an adaptive dt, got {self.route_delay_ticks}")
+            return
         if self.dt_ticks < 1:
             raise ConfigError(f"SimConfig.dt_ticks must be >= 1, got {self.dt_ticks}")
         if self.route_delay_ticks < self.dt_ticks or self.route_delay_ticks % self.dt_ticks:
@@ -55,11 +63,20 @@ class SimConfig:
 
     @property
     def dt_us(self) -> float:
+        assert self.dt_ticks is not None, "resolved by compile_chip"
         return self.dt_ticks * TICK_NS * 1e-3
 
-    @property
-    def delay_steps(self) -> int:
-        return self.route_delay_ticks // self.dt_ticks
+
+DT_CHOICES = (128, 64, 32, 16, 8)  # ticks; adaptive dt takes the largest <= tau_min / DT_DIV
+DT_DIV = 2.0
+
+
+def choose_dt(tau_min_us: float) -> int:
+    """Largest step in DT_CHOICES not above tau_min / DT_DIV (the smallest otherwise)."""
+    for d in DT_CHOICES:
+        if d * TICK_NS * 1e-3 <= tau_min_us / DT_DIV:
+            return d
+    return DT_CHOICES[-1]
 
 
 def _bits(word: np.ndarray, shift: int, mask: int = 1) -> np.ndarray:
@@ -135,7 +152,6 @@ def compile_chip(regs: object, mm: ChipMismatch, sim: SimConfig) -> CompiledChip
     w0 = np.asarray(regs.neuron_config, np.int64)[:, 0]
     w1 = np.asarray(regs.neuron_config, np.int64)[:, 1]
     B = NeuronConfigBits
-    dt = sim.dt_us
 
     def vcell(cell: int) -> np.ndarray:
         return tf.voltage(cap[:, cell], mm.v_offset[:, cell], mm.v_gain[:, cell])
@@ -213,6 +229,12 @@ def compile_chip(regs: object, mm: ChipMismatch, sim: SimConfig) -> CompiledChip
                       mmean(c_e_leak))
     e_eff = e_leak + msum(c_ioff) / g_leak
     r_mem = g_leak / n_cap
+    if sim.dt_ticks is None:  # adaptive: resolve the fastest dynamics that can matter
+        rates = [r_mem, c_rsyn[circuit_current > 0]]
+        rates.append(c_rw[en["ENABLE_ADAPTATION"]])
+        r_max = max(float(np.max(r)) if np.size(r) else 0.0 for r in rates)
+        sim = replace(sim, dt_ticks=choose_dt(1.0 / r_max if r_max > 0 else np.inf))
+    dt = sim.dt_us
     a_mem = np.exp(-r_mem * dt)
     fire_sel = en["ENABLE_FIRE"]
     fire = (valid & fire_sel[m]).any(axis=1)

@@ -22,11 +22,11 @@ from .compiled import (
     compile_chip,
     with_noise,
 )
-from .events import arrival, block_range, event_jumps, source_groups, step_events
+from .events import arrival, block_range, dense_jumps, event_jumps, source_groups
 from .mismatch import ChipMismatch, MismatchConfig
 from .noise import SALT_CADC, SALT_MADC, SALT_MEMBRANE, NoiseTable
 from .params import TorchParams, slot_major
-from .simulate import Noise, Recurrence, add_blocks, lif_spikes, run_layer, to_ticks
+from .simulate import Recurrence, add_blocks, lif_spikes, run_layer, to_ticks
 
 MADC_NEURON_MASK = 0x1FF
 MADC_SOURCE_SHIFT = 9
@@ -121,6 +121,18 @@ class AnalogCore:
 
     # ------------------------------------------------------------------ run
     def run(self, batch: EpisodeBatch) -> EpisodeResult:
+        """Simulate all episodes of `batch` (results identical to one episode at a time)."""
+        threads = self.sim.threads
+        if threads is None or threads == torch.get_num_threads():
+            return self._run(batch)
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return self._run(batch)
+        finally:
+            torch.set_num_threads(old)
+
+    def _run(self, batch: EpisodeBatch) -> EpisodeResult:
         ids = batch.episode_ids
         b = batch.normalised()
         n_ep = b.n_episodes
@@ -163,7 +175,7 @@ class AnalogCore:
         spk_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
         # episodes in chunks (similar durations together) that bound memory
-        dt = self.sim.dt_ticks
+        dt = chip.sim.dt_ticks
         t_all = b.duration // dt + 1
         order = np.argsort(t_all, kind="stable")
         per_ep = np.maximum(t_all[order], 1) * (chip.k + chip.n)
@@ -213,12 +225,12 @@ class AnalogCore:
                    cadc: np.ndarray, madc: np.ndarray, counts: np.ndarray,
                    spk_parts: list) -> None:
         chip, p = m.chip, m.params
-        dt, n_ep = self.sim.dt_ticks, sel_ep.size
+        dt, n_ep = chip.sim.dt_ticks, sel_ep.size
         local = np.full(b.n_episodes, -1, np.int64)
         local[sel_ep] = np.arange(n_ep)
         ev_row, ev_ep, ev_t = ev
         sel = np.flatnonzero(local[ev_ep] >= 0)
-        step, qbin = arrival(torch.from_numpy(ev_t[sel]), self.sim.route_delay_ticks, dt)
+        step, qbin = arrival(torch.from_numpy(ev_t[sel]), chip.sim.route_delay_ticks, dt)
         ok = (step < t_steps).numpy()
         ext = (step.numpy()[ok], local[ev_ep[sel]][ok], ev_row[sel][ok], qbin.numpy()[ok])
         noise = None
@@ -226,12 +238,13 @@ class AnalogCore:
             starts = self.noise.offsets(SALT_MEMBRANE, b.noise_key, ids[sel_ep][None, :],
                                         np.arange(t_steps)[:, None])  # [T, E]
             canon = chip.canon
-            if (np.diff(canon) == 1).all():
-                noise = Noise(self.noise.windows(canon.size),
-                              torch.from_numpy(starts + int(canon[0])), None, p.noise_step)
+            if (np.diff(canon) == 1).all():  # one contiguous window per (step, episode)
+                rows = torch.index_select(self.noise.windows(canon.size), 0,
+                                          torch.from_numpy(starts.reshape(-1) + int(canon[0])))
             else:
-                noise = Noise(self.noise.windows(N_NEURONS), torch.from_numpy(starts),
-                              torch.from_numpy(canon), p.noise_step)
+                rows = torch.index_select(self.noise.windows(N_NEURONS), 0, torch.from_numpy(
+                    starts.reshape(-1)))[:, torch.from_numpy(canon)]
+            noise = rows.mul_(p.noise_step).view(t_steps, n_ep, -1)
         keep_syn, keep_ad = self._needs(chip, b)
         if m.layers is not None and not self.force_general:
             grids, spikes = self._layered(m, groups[1:], ext, noise, n_ep, t_steps, keep_syn,
@@ -242,26 +255,27 @@ class AnalogCore:
         self._collect_spikes(chip, b, sel_ep, spikes, counts, spk_parts)
         self._readout(m, b, ids, local, grids, cadc, madc)
 
-    def _general(self, m: _Model, groups: list, ext: tuple, noise: Noise | None,
+    def _general(self, m: _Model, groups: list, ext: tuple, noise: torch.Tensor | None,
                  n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool
                  ) -> tuple[list[_Grid], tuple[torch.Tensor, ...]]:
         p = m.params
-        events = step_events(groups, *ext, t_steps)
-        rec = Recurrence(p.rec, p.f_i, p.f_v, self.sim.route_delay_ticks,
-                         self.sim.dt_ticks) if m.has_rec else None
+        events = dense_jumps(groups, *ext, n_ep, p.n)
+        rec = Recurrence(p.rec, p.f_i, p.f_v, m.chip.sim.route_delay_ticks,
+                         m.chip.sim.dt_ticks) if m.has_rec else None
         out = run_layer(p, events, None, noise, n_ep, t_steps, spikes_in_loop=True, rec=rec,
                         keep_syn=keep_syn, keep_adapt=keep_ad)
         idx = torch.arange(p.n)
         return [_Grid(idx, out.v, out.syn, out.adapt)], out.spikes.tensors()[:3]
 
-    def _layered(self, m: _Model, layer_groups: list[list], ext: tuple, noise: Noise | None,
+    def _layered(self, m: _Model, layer_groups: list[list], ext: tuple,
+                 noise: torch.Tensor | None,
                  n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool
                  ) -> tuple[list[_Grid], tuple[torch.Tensor, ...]]:
         grids = []
         sp_e, sp_n, sp_t, sp_k = [], [], [], []
-        dt, delay = self.sim.dt_ticks, self.sim.route_delay_ticks
+        dt, delay = m.chip.sim.dt_ticks, m.chip.sim.route_delay_ticks
         for idx, lp, groups in zip(m.layers, m.layer_params, layer_groups, strict=True):
-            events = step_events(groups, *ext, t_steps)
+            events = dense_jumps(groups, *ext, n_ep, idx.numel())
             pre = None
             if sp_e and bool((lp.rec != 0).any()):
                 e_a, n_a, t_a = torch.cat(sp_e), torch.cat(sp_n), torch.cat(sp_t)
@@ -278,7 +292,7 @@ class AnalogCore:
                 add_blocks(pre_i, rows, js)
                 pre_v.index_add_(0, rows, jv)
                 pre = (pre_i.view(4, t_steps, n_ep, -1), pre_v.view(t_steps, n_ep, -1))
-            nz = None if noise is None else noise.subset(idx)
+            nz = None if noise is None else noise[..., idx]
             out = run_layer(lp, events, pre, nz, n_ep, t_steps, spikes_in_loop=lp.has_adex,
                             keep_syn=keep_syn, keep_adapt=keep_ad)
             if lp.has_adex:
@@ -308,7 +322,7 @@ class AnalogCore:
         e_l, n_i, ts = (x.numpy() for x in spikes)
         if e_l.size == 0:
             return
-        ticks = to_ticks(torch.from_numpy(ts), self.sim.dt_ticks).numpy()
+        ticks = to_ticks(torch.from_numpy(ts), chip.sim.dt_ticks).numpy()
         ep = sel_ep[e_l]
         ok = ticks < b.duration[ep]
         ep, n_i, ticks = ep[ok], n_i[ok], ticks[ok]
@@ -342,7 +356,7 @@ class AnalogCore:
                         circuits: np.ndarray, source: np.ndarray) -> torch.Tensor:
         """Potential (mV, float32) seen by the ADC at (episode row, tick) for circuits [R, C]."""
         chip, p = m.chip, m.params
-        dt = self.sim.dt_ticks
+        dt = chip.sim.dt_ticks
         j = torch.from_numpy(t // dt)
         f = torch.from_numpy(((t % dt) / dt).astype(np.float32))[:, None]
         el = torch.from_numpy(e_l)

@@ -96,28 +96,47 @@ def source_groups(w: torch.Tensor, f_i: torch.Tensor, f_v: torch.Tensor,
 
 
 @dataclass
-class StepEvents:
-    """Events of one source group in one chunk, sorted by step (stable: input order kept)."""
+class DenseJumps:
+    """Arrivals of one chunk summed per (step, episode) over the steps k0..k1-1 that have any."""
 
-    group: SourceGroup
-    ptr: np.ndarray  # [T+1] event range of each step
-    rows: torch.Tensor  # [S] row into group.syn / group.v
-    episode: torch.Tensor  # [S] episode row
-    max_per_step: int
+    k0: int
+    syn: torch.Tensor  # [4, k1-k0, E, N] phi-scaled slot jumps at the end of each step
+    v: torch.Tensor  # [k1-k0, E, N] membrane jumps at the end of each step
+
+    @property
+    def k1(self) -> int:
+        return self.k0 + self.v.shape[0]
 
 
-def step_events(groups: list[SourceGroup], step: np.ndarray, ep: np.ndarray, src: np.ndarray,
-                qbin: np.ndarray, t_steps: int) -> list[StepEvents]:
-    out = []
-    for g in groups:
-        gi = g.index[src]
-        sel = np.flatnonzero(gi >= 0)
-        if sel.size == 0:
-            continue
-        o = sel[np.argsort(step[sel], kind="stable")]
-        st = step[o]
-        ptr = np.searchsorted(st, np.arange(t_steps + 1), side="left")
-        rows = gi[o] * g.n_bins + qbin[o]
-        out.append(StepEvents(g, ptr, torch.from_numpy(rows), torch.from_numpy(ep[o]),
-                              int(np.diff(ptr).max())))
-    return out
+BLOCK_EVENTS = 4096  # events gathered per pass (bounds the temporary)
+
+
+def dense_jumps(groups: list[SourceGroup], step: np.ndarray, ep: np.ndarray, src: np.ndarray,
+                qbin: np.ndarray, n_ep: int, n: int) -> DenseJumps | None:
+    """Sum every event's pre-multiplied jumps into its (step, episode) row. Events are added in
+    input order (stable), so an episode gets the same sums in any batch."""
+    sel = [np.flatnonzero(g.index[src] >= 0) for g in groups]
+    if not any(s.size for s in sel):
+        return None
+    used = np.concatenate(sel)
+    k0, k1 = int(step[used].min()), int(step[used].max()) + 1
+    syn = torch.zeros(4, (k1 - k0) * n_ep, n)
+    v = torch.zeros((k1 - k0) * n_ep, n)
+    buf = torch.empty(min(BLOCK_EVENTS, used.size), n)
+    for g, s in zip(groups, sel, strict=True):
+        dst_all = (step[s] - k0) * n_ep + ep[s]
+        o = np.argsort(dst_all, kind="stable")  # rows in memory order; same-row events keep
+        s, dst_all = s[o], dst_all[o]  # their input order
+        rows_all = g.index[src[s]] * g.n_bins + qbin[s]
+        for c0 in range(0, s.size, BLOCK_EVENTS):
+            dst = torch.from_numpy(dst_all[c0:c0 + BLOCK_EVENTS])
+            rows = torch.from_numpy(rows_all[c0:c0 + BLOCK_EVENTS])
+            b = buf[:rows.numel()]
+            v.index_add_(0, dst, torch.index_select(g.v, 0, rows, out=b))
+            for blk in range(g.b1 - g.b0):
+                syn[g.b0 + blk].index_add_(0, dst, torch.index_select(g.syn[blk], 0, rows, out=b))
+    return DenseJumps(k0, syn.view(4, k1 - k0, n_ep, n), v.view(k1 - k0, n_ep, n))
+
+
+def subset_jumps(j: DenseJumps | None, idx: torch.Tensor) -> DenseJumps | None:
+    return None if j is None else DenseJumps(j.k0, j.syn[..., idx], j.v[..., idx])

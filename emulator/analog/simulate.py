@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .events import StepEvents, arrival, event_jumps
+from .events import DenseJumps, arrival, event_jumps
 from .params import TorchParams
 
 NEVER = -1.0e30  # t_rel of a neuron that has not spiked yet
@@ -106,21 +106,6 @@ def to_ticks(t_steps: torch.Tensor, dt_ticks: int) -> torch.Tensor:
 
 
 @dataclass
-class Noise:
-    """Membrane noise source of one chunk: step k, episode row e gets
-    window[starts[k, e]][cols] * scale (noise.NoiseTable)."""
-
-    window: torch.Tensor  # [*, W] overlapping table windows
-    starts: torch.Tensor  # [T, E]
-    cols: torch.Tensor | None  # channel columns of the neurons (None: 0..N-1)
-    scale: torch.Tensor  # [N] mV per unit normal
-
-    def subset(self, idx: torch.Tensor) -> Noise:
-        cols = idx if self.cols is None else self.cols[idx]
-        return Noise(self.window, self.starts, cols, self.scale[idx])
-
-
-@dataclass
 class Recurrence:
     """On-chip events of the general path: spikes of this run's neurons feed its own slots."""
 
@@ -132,15 +117,16 @@ class Recurrence:
 
 
 # ---------------------------------------------------------------- one set of neurons
-def run_layer(p: TorchParams, events: list[StepEvents],
-              pre: tuple[torch.Tensor, torch.Tensor] | None, noise: Noise | None, n_ep: int,
-              t_steps: int, *, spikes_in_loop: bool, rec: Recurrence | None = None,
+def run_layer(p: TorchParams, jumps: DenseJumps | None,
+              pre: tuple[torch.Tensor, torch.Tensor] | None, noise: torch.Tensor | None,
+              n_ep: int, t_steps: int, *, spikes_in_loop: bool, rec: Recurrence | None = None,
               keep_syn: bool = False, keep_adapt: bool = False) -> LayerOut:
     """Integrate the neurons of `p` for t_steps steps.
 
-    events: external arrivals per source group; pre: dense arrivals from earlier layers
-    ([T, E, 4, N], [T, E, N]) in the layered path; spikes_in_loop: threshold and reset every
-    step (general path, AdEx) instead of afterwards in closed form; rec: on-chip recurrence.
+    jumps: external arrivals; pre: dense arrivals from earlier layers ([4, T, E, N], [T, E, N])
+    in the layered path; noise: [T, E, N] membrane noise (mV) per step; spikes_in_loop:
+    threshold and reset every step (general path, AdEx) instead of afterwards in closed form;
+    rec: on-chip recurrence (general path).
     """
     n = p.n
     a_syn = p.slot_a_t[:, None, :]  # [4, 1, N]
@@ -151,9 +137,7 @@ def run_layer(p: TorchParams, events: list[StepEvents],
     syn_grid = torch.empty(t_steps + 1, 4, n_ep, n) if keep_syn else None
     if syn_grid is not None:
         syn_grid[0] = 0.0
-    bufs = [(ev, torch.empty(ev.group.b1 - ev.group.b0, ev.max_per_step, n),
-             torch.empty(ev.max_per_step, n)) for ev in events]
-    nbuf = None if noise is None else torch.empty(n_ep, noise.window.shape[1])
+    k0, k1 = (jumps.k0, jumps.k1) if jumps is not None else (0, 0)
     ring_i = ring_v = None
     if rec is not None:
         n_ring = rec.delay_ticks // rec.dt_ticks + 2
@@ -164,16 +148,9 @@ def run_layer(p: TorchParams, events: list[StepEvents],
         torch.add(syn[0], syn[1], out=d)
         d.add_(syn[2]).add_(syn[3])
         syn.mul_(a_syn)
-        for ev, bs, bv in bufs:
-            p0, p1 = int(ev.ptr[k]), int(ev.ptr[k + 1])
-            if p1 > p0:
-                m = p1 - p0
-                rows, e_k = ev.rows[p0:p1], ev.episode[p0:p1]
-                torch.index_select(ev.group.v, 0, rows, out=bv[:m])
-                for b in range(bs.shape[0]):
-                    torch.index_select(ev.group.syn[b], 0, rows, out=bs[b, :m])
-                    syn[ev.group.b0 + b].index_add_(0, e_k, bs[b, :m])
-                d.index_add_(0, e_k, bv[:m])
+        if k0 <= k < k1:
+            syn.add_(jumps.syn[:, k - k0])
+            d.add_(jumps.v[k - k0])
         if pre is not None:
             syn.add_(pre[0][:, k])
             d.add_(pre[1][k])
@@ -184,9 +161,7 @@ def run_layer(p: TorchParams, events: list[StepEvents],
             ring_i[:, slot].zero_()
             ring_v[slot].zero_()
         if noise is not None:
-            torch.index_select(noise.window, 0, noise.starts[k], out=nbuf)
-            nz = nbuf if noise.cols is None else nbuf[:, noise.cols]
-            d.addcmul_(nz, noise.scale)
+            d.add_(noise[k])
         torch.addcmul(d, u_grid[k], p.a_mem, out=u_grid[k + 1])
         if syn_grid is not None:
             syn_grid[k + 1] = syn
