@@ -39,21 +39,24 @@ CADC_COUNT = 20
 SERIAL = 1
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (compiles, caches, page faults)
-    times = []
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Median seconds per call of each fn, calls interleaved so that all see the same load."""
+    for fn in fns.values():
+        fn()  # warm-up (caches, page faults)
+    times: dict = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def inputs(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return pnas_inputs(np.random.default_rng(seed), batch, t_max_ticks=1000)
 
 
-def bench_core(batch: int, repeats: int) -> dict:
+def core_fn(batch: int, out: dict):
     img = ChipImage()
     pnas_network(img, np.random.default_rng(0))
     regs = RegisterFile(SERIAL)
@@ -64,17 +67,15 @@ def bench_core(batch: int, repeats: int) -> dict:
         n_episodes=batch, duration=np.full(batch, DURATION_TICKS), spike_episode=ep,
         spike_time=t, spike_label=lab, cadc_episode=np.repeat(np.arange(batch), CADC_COUNT),
         cadc_time=np.tile(np.arange(CADC_COUNT) * CADC_INTERVAL, batch), noise_key=1)
-    out = {}
+    out["dt_ticks"] = core.model().chip.sim.dt_ticks
 
     def run() -> None:
-        out["r"] = core.run(b)
+        out["hidden_spikes_per_sample"] = float(core.run(b).spike_label.size / batch)
 
-    sec = median_time(run, repeats)
-    return {"core_samples_per_s": batch / sec,
-            "hidden_spikes_per_sample": float(out["r"].spike_label.size / batch)}
+    return run
 
 
-def bench_stack(batch: int, repeats: int) -> dict:
+def stack_fn(batch: int, out: dict):
     import hostdriver
     from hostdriver.program import CADCSchedule, Program, SpikeInput
 
@@ -82,26 +83,23 @@ def bench_stack(batch: int, repeats: int) -> dict:
     pnas_network(img, np.random.default_rng(0))
     addrs, values = img.addresses_values()
     board = hostdriver.connect(f"emu://?seed={SERIAL}", timeout=60.0)
-    try:
-        board.write(addrs, values)
-        ep, t, lab = inputs(batch, 1)
-        spikes = SpikeInput(ep, t, lab)
-        out = {}
+    board.write(addrs, values)
+    out["board"] = board
+    ep, t, lab = inputs(batch, 1)
+    spikes = SpikeInput(ep, t, lab)
 
-        def run() -> None:
-            prog = Program()
-            ticket = prog.episodes(batch, DURATION_TICKS, spikes=spikes, unit="ticks",
-                                   cadc=CADCSchedule(CADC_INTERVAL, CADC_COUNT, 0))
-            res = prog.run(board, timeout=120.0)
-            out["data"] = res[ticket]
+    def run() -> None:
+        prog = Program()
+        ticket = prog.episodes(batch, DURATION_TICKS, spikes=spikes, unit="ticks",
+                               cadc=CADCSchedule(CADC_INTERVAL, CADC_COUNT, 0))
+        data = prog.run(board, timeout=120.0)[ticket]
+        out["stack_spikes_per_sample"] = float(np.asarray(data.spikes.time).size / batch) if (
+            hasattr(data, "spikes") and hasattr(data.spikes, "time")) else None
 
-        sec = median_time(run, repeats)
-    finally:
-        board.close()
-    return {"samples_per_s": batch / sec}
+    return run
 
 
-def bench_snntorch(batch: int, repeats: int) -> dict:
+def snntorch_fn(batch: int, threads: int):
     import snntorch as snn
 
     torch.manual_seed(0)
@@ -112,16 +110,22 @@ def bench_snntorch(batch: int, repeats: int) -> dict:
     x = torch.zeros(20, batch, 256)
     on = torch.from_numpy(rng.random((batch, 256)) < 0.5)
     step = torch.from_numpy(rng.integers(0, 20, (batch, 256)))
-    x[step[on], torch.nonzero(on)[:, 0], torch.nonzero(on)[:, 1]] = 1.0
+    idx = torch.nonzero(on)
+    x[step[on], idx[:, 0], idx[:, 1]] = 1.0
 
     def run() -> None:
-        with torch.no_grad():
-            m1, m2 = lif1.init_leaky(), li2.init_leaky()
-            for k in range(20):
-                s1, m1 = lif1(fc1(x[k]), m1)
-                _, m2 = li2(fc2(s1), m2)
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.no_grad():
+                m1, m2 = lif1.init_leaky(), li2.init_leaky()
+                for k in range(20):
+                    s1, m1 = lif1(fc1(x[k]), m1)
+                    _, m2 = li2(fc2(s1), m2)
+        finally:
+            torch.set_num_threads(old)
 
-    return {"snntorch_samples_per_s": batch / median_time(run, repeats)}
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,13 +134,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--core-only", action="store_true", help="time AnalogCore.run alone")
     args = ap.parse_args(argv)
-    res: dict = {"batch": args.batch, "torch_threads": torch.get_num_threads()}
-    res.update(bench_core(args.batch, args.repeats))
+    n = args.batch
+    info: dict = {}
+    fns = {"core": core_fn(n, info)}
     if not args.core_only:
-        res.update(bench_stack(args.batch, args.repeats))
-    res.update(bench_snntorch(args.batch, args.repeats))
-    ours = res.get("samples_per_s", res["core_samples_per_s"])
-    res["vs_snntorch"] = ours / res["snntorch_samples_per_s"]
+        fns["stack"] = stack_fn(n, info)
+    threads = sorted({1, torch.get_num_threads()})
+    for th in threads:
+        fns[f"snntorch_{th}"] = snntorch_fn(n, th)
+    try:
+        sec = interleaved(fns, args.repeats)
+    finally:
+        if "board" in info:
+            info.pop("board").close()
+    snn_best = max(n / sec[f"snntorch_{th}"] for th in threads)
+    res: dict = {"batch": n, "dt_ticks": info["dt_ticks"],
+                 "core_samples_per_s": n / sec["core"]}
+    res["samples_per_s"] = n / sec["stack"] if "stack" in sec else None
+    res["snntorch_samples_per_s"] = snn_best
+    res.update({f"snntorch_threads{th}_samples_per_s": n / sec[f"snntorch_{th}"]
+                for th in threads})
+    ours = res["samples_per_s"] if res["samples_per_s"] is not None else res[
+        "core_samples_per_s"]
+    res["vs_snntorch"] = ours / snn_best
+    res["core_vs_snntorch"] = res["core_samples_per_s"] / snn_best
+    res["hidden_spikes_per_sample"] = info.get("hidden_spikes_per_sample")
     res["real_chip_samples_per_s"] = 84_000
     res["vs_real_chip"] = ours / 84_000
     print(json.dumps(res))

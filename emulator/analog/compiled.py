@@ -45,6 +45,7 @@ class SimConfig:
     chunk_elements: int = 1 << 23  # episodes per chunk: T * E * (slots + neurons) below this
     threads: int | None = 1  # torch intra-op threads during run (None: leave as is); small
     #                          in-cache ops run best single-threaded, above all on a busy host
+    workers: int = 2  # chunks of episodes simulated concurrently (threads)
 
     def __post_init__(self) -> None:
         if self.dt_ticks is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,7 +91,14 @@ class AnalogCore:
         self.noise = NoiseTable(self.serial)
         self._model: _Model | None = None
         self._group_cache: tuple | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self.force_general = False  # tests: never take the layered path
+
+    def _pool(self, workers: int) -> ThreadPoolExecutor:
+        """Threads for independent chunks (torch ops release the GIL)."""
+        if self._executor is None or self._executor._max_workers != workers:
+            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="analog")
+        return self._executor
 
     # ------------------------------------------------------------------ compile
     def model(self) -> _Model:
@@ -179,16 +187,31 @@ class AnalogCore:
         t_all = b.duration // dt + 1
         order = np.argsort(t_all, kind="stable")
         per_ep = np.maximum(t_all[order], 1) * (chip.k + chip.n)
-        budget = max(self.sim.chunk_elements, 1)
-        start = 0
+        workers = max(1, int(self.sim.workers))
+        # at least one chunk per worker, none above the memory budget
+        budget = min(max(self.sim.chunk_elements, 1), int(per_ep.sum()) // workers + 1)
+        chunks, start = [], 0
         while start < n_ep:
             stop = start + 1
             while stop < n_ep and (stop - start + 1) * per_ep[stop] <= budget:
                 stop += 1
-            sel_ep = np.sort(order[start:stop])
-            self._run_chunk(m, b, ids, sel_ep, int(t_all[sel_ep].max()), groups, ev, cadc, madc,
-                            counts, spk_parts)
+            chunks.append(np.sort(order[start:stop]))
             start = stop
+
+        def job(sel_ep: np.ndarray) -> tuple[np.ndarray, list]:
+            c_counts = np.zeros(N_NEURONS, np.int64)
+            c_parts: list = []
+            self._run_chunk(m, b, ids, sel_ep, int(t_all[sel_ep].max()), groups, ev, cadc, madc,
+                            c_counts, c_parts)
+            return c_counts, c_parts
+
+        if workers > 1 and len(chunks) > 1:
+            outs = list(self._pool(workers).map(job, chunks))
+        else:
+            outs = [job(c) for c in chunks]
+        for c_counts, c_parts in outs:  # chunk order: deterministic
+            counts += c_counts
+            spk_parts.extend(c_parts)
 
         for e_, t_, l_ in spk_parts:
             rec_ep.append(e_)
@@ -292,7 +315,7 @@ class AnalogCore:
                 add_blocks(pre_i, rows, js)
                 pre_v.index_add_(0, rows, jv)
                 pre = (pre_i.view(4, t_steps, n_ep, -1), pre_v.view(t_steps, n_ep, -1))
-            nz = None if noise is None else noise[..., idx]
+            nz = None if noise is None else _columns(noise, idx)
             out = run_layer(lp, events, pre, nz, n_ep, t_steps, spikes_in_loop=lp.has_adex,
                             keep_syn=keep_syn, keep_adapt=keep_ad)
             if lp.has_adex:
@@ -338,18 +361,33 @@ class AnalogCore:
     def _neuron_values(self, m: _Model, grids: list[_Grid], el: torch.Tensor, j: torch.Tensor,
                        f: torch.Tensor, source: int) -> torch.Tensor:
         """[R, N] membrane (mV) or adaptation readout (mV, without buffer offset) of every neuron
-        at the requested (episode row, grid step j + fraction f)."""
+        at the requested (episode row, grid step j + fraction f [R, 1])."""
         p = m.params
         out = torch.zeros(el.shape[0], p.n)
+        fu, inv = torch.unique(f[:, 0], return_inverse=True)
         for g in grids:
+            n_ep, n_l = g.v.shape[1], g.v.shape[2]
+            row0 = j * n_ep + el  # rows of the flattened [(T+1)*E, N_l] grid
             if source == int(ReadoutSource.MEMBRANE):
+                flat = g.v.view(-1, n_l)
                 rdt = p.rdt[g.idx]
                 # exponential interpolation: exact for a free relaxation between grid points
-                h = torch.expm1(-rdt * f) / torch.expm1(-rdt)
-                out[:, g.idx] = torch.lerp(g.v[j, el], g.v[j + 1, el], h)
+                h = torch.index_select(torch.expm1(-rdt * fu[:, None]) / torch.expm1(-rdt), 0,
+                                       inv)
             elif source == int(ReadoutSource.ADAPTATION) and g.adapt is not None:
-                cur = torch.lerp(g.adapt[j, el], g.adapt[j + 1, el], f)
-                out[:, g.idx] = READOUT_BASE_MV + ADAPT_READOUT_MV_PER_NA * cur
+                flat = g.adapt.view(-1, n_l)
+                h = f
+            else:
+                continue
+            v0 = torch.index_select(flat, 0, row0)
+            v1 = torch.index_select(flat, 0, row0 + n_ep)
+            val = torch.lerp(v0, v1, h.expand_as(v0))
+            if source == int(ReadoutSource.ADAPTATION):
+                val = READOUT_BASE_MV + ADAPT_READOUT_MV_PER_NA * val
+            if len(grids) == 1:
+                out = val
+            else:
+                _columns(out, g.idx).copy_(val)
         return out
 
     def _circuit_values(self, m: _Model, grids: list[_Grid], e_l: np.ndarray, t: np.ndarray,
@@ -364,10 +402,13 @@ class AnalogCore:
         src = np.broadcast_to(np.asarray(source), (1, circuits.size))[0]
         val = torch.zeros(el.shape[0], circuits.size)
         mem = src == int(ReadoutSource.MEMBRANE)
-        if mem.any():
+        if mem.all():
+            v = self._neuron_values(m, grids, el, j, f, int(ReadoutSource.MEMBRANE))
+            val = _gather_columns(v, chip.circuit_neuron[circuits])
+        elif mem.any():
             v = self._neuron_values(m, grids, el, j, f, int(ReadoutSource.MEMBRANE))
             cols = torch.from_numpy(np.flatnonzero(mem))
-            val[:, cols] = v[:, nrn[cols]] if cols.numel() < circuits.size else v[:, nrn]
+            val[:, cols] = v[:, nrn[cols]]
         for s_ in (ReadoutSource.SYN_EXC, ReadoutSource.SYN_INH):
             sel = np.flatnonzero(src == int(s_))
             if sel.size == 0:
@@ -416,7 +457,7 @@ class AnalogCore:
                 nz = torch.index_select(self.noise.windows(N_NEURONS), 0,
                                         torch.from_numpy(starts))
                 x.add_(nz, alpha=self.config.cadc_read_noise_lsb)
-            cadc[req] = x.round_().clamp_(0, ro.CADC_MAX).to(torch.uint8).numpy()
+            cadc[req] = x.round_().clamp_(0, ro.CADC_MAX).numpy().astype(np.uint8)
         req = np.flatnonzero(local[b.madc_episode] >= 0)
         if req.size:
             cfg = int(self.regs.madc_config)
@@ -437,6 +478,29 @@ class AnalogCore:
         off = mm.cadc_offset + ro.signed8(self.regs.cadc_offset) - gain * ro.CADC_V0_MV
         return (torch.from_numpy(gain.astype(np.float32)),
                 torch.from_numpy(off.astype(np.float32)))
+
+
+def _gather_columns(x: torch.Tensor, cols: np.ndarray) -> torch.Tensor:
+    """x[:, cols] as slices of consecutive runs (much faster than a column gather)."""
+    cols = np.asarray(cols, np.int64)
+    if cols.size == 0:
+        return x[:, :0]
+    brk = np.flatnonzero(np.diff(cols) != 1) + 1
+    starts = np.concatenate([[0], brk])
+    ends = np.concatenate([brk, [cols.size]])
+    if starts.size > 8:
+        return torch.index_select(x, 1, torch.from_numpy(cols))
+    parts = [x[:, int(cols[a]):int(cols[a]) + int(b - a)] for a, b in zip(starts, ends,
+                                                                          strict=True)]
+    return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, 1)
+
+
+def _columns(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[..., idx], a view when idx is a contiguous range."""
+    i0 = int(idx[0])
+    if idx.numel() == int(idx[-1]) - i0 + 1 and bool((idx.diff() == 1).all()):
+        return x[..., i0:i0 + idx.numel()]
+    return x[..., idx]
 
 
 def _rank_in_episode(ep: np.ndarray) -> np.ndarray:

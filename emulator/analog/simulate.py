@@ -274,60 +274,68 @@ def lif_spikes(p: TorchParams, u: torch.Tensor) -> tuple[SpikeList, torch.Tensor
     """Spikes and membrane grid of LIF neurons from their free membrane u [T+1, E, N].
 
     Same decisions and arithmetic as _SpikeState.step, organised by spike instead of by step:
-    the first pass tests every grid point of every neuron at once; later passes only follow
-    the neurons that spiked, from their release on.
+    one pass finds the neurons whose free membrane reaches threshold at all; only those are
+    followed, spike by spike, on their own [T+1] trajectories. u is turned into the membrane
+    grid in place (V = e_eff + u where no reset happened).
     """
-    t1, n_ep, n = u.shape
-    v = free_v(p.e_eff, u, torch.zeros(()))
+    t1 = u.shape[0]
     spikes = SpikeList()
-    if not p.has_fire:
-        return spikes, v
-    cross = v[1:] >= p.theta  # [T, E, N]
-    hit = cross.any(0)
+    if not p.has_fire or t1 < 2:
+        return spikes, u.add_(p.e_eff)
+    # fl(e + u) is monotonic in u: max_k fl(e + u_k) == fl(e + max_k u_k)
+    hit = (p.e_eff + u[1:].amax(0)) >= p.theta
     e_i, n_i = torch.nonzero(hit, as_tuple=True)
     if e_i.numel() == 0:
-        return spikes, v
-    j = torch.argmax(cross[:, e_i, n_i].to(torch.uint8), dim=0) + 1  # first grid point >= theta
+        return spikes, u.add_(p.e_eff)
+    seg_all = u[:, e_i, n_i]  # [T+1, S] free membrane of the neurons that spike
+    v = u.add_(p.e_eff)
+    e_th, rdt, vr, th = p.e_eff[n_i], p.rdt[n_i], p.v_reset[n_i], p.theta[n_i]
+    tref = p.t_ref_steps[n_i]
+    cols = torch.arange(e_i.numel())
+    first = free_v(e_th, seg_all[1:], torch.zeros(())) >= th
+    j = torch.argmax(first.to(torch.uint8), dim=0) + 1  # first grid point >= theta
     t_rel = torch.full(e_i.shape, NEVER, dtype=torch.float64)
     r0 = torch.zeros(e_i.shape)
     steps = torch.arange(t1, dtype=torch.float64)[:, None]
-    while e_i.numel():
+    while cols.numel():
+        seg = seg_all[:, cols]
         k = (j - 1).to(torch.float64)
         late = t_rel > k
         t0 = torch.where(late, t_rel, k)
         # V at grid j-1 and j for these neurons, as the per-step path has them
-        v_prev = _grid_v(p, u, e_i, n_i, j - 1, t_rel, r0)
-        v_j = _grid_v(p, u, e_i, n_i, j, t_rel, r0)
-        v0 = torch.where(late, p.v_reset[n_i], v_prev)
-        ts = spike_time(p.theta[n_i], p.rdt[n_i], v0, v_j, t0, j.to(torch.float64))
-        spikes.add(e_i, n_i, ts, j - 1)
-        tr = ts + p.t_ref_steps[n_i]
+        ar = torch.arange(cols.numel())
+        v_prev = _grid_v(e_th[cols], rdt[cols], vr[cols], seg[j - 1, ar], j - 1, t_rel, r0)
+        v_j = _grid_v(e_th[cols], rdt[cols], vr[cols], seg[j, ar], j, t_rel, r0)
+        v0 = torch.where(late, vr[cols], v_prev)
+        ts = spike_time(th[cols], rdt[cols], v0, v_j, t0, j.to(torch.float64))
+        spikes.add(e_i[cols], n_i[cols], ts, j - 1)
+        tr = ts + tref[cols]
         kr = torch.floor(tr).to(torch.int64)
         # membrane from the spike on: v_reset while refractory, then the released trajectory
         keep = kr < t1 - 1
-        uk = u[kr.clamp(max=t1 - 2), e_i, n_i]
-        uk1 = u[kr.clamp(max=t1 - 2) + 1, e_i, n_i]
-        r0n = release_r0(p.v_reset[n_i], p.e_eff[n_i], p.rdt[n_i], uk, uk1, tr,
+        krc = kr.clamp(max=t1 - 2)
+        r0n = release_r0(vr[cols], e_th[cols], rdt[cols], seg[krc, ar], seg[krc + 1, ar], tr,
                          kr.to(torch.float64))
-        seg = u[:, e_i, n_i]  # [T+1, S]
         free = steps > tr
-        vs = torch.where(free, free_v(p.e_eff[n_i], seg,
-                                      r0n * decay_since(p.rdt[n_i], tr, steps)), p.v_reset[n_i])
+        vs = torch.where(free, free_v(e_th[cols], seg, r0n * decay_since(rdt[cols], tr, steps)),
+                         vr[cols])
         after = steps >= j
-        v[:, e_i, n_i] = torch.where(after, vs, v[:, e_i, n_i])
-        nxt = (vs >= p.theta[n_i]) & free & (steps > j) & keep
+        ec, nc = e_i[cols], n_i[cols]
+        v[:, ec, nc] = torch.where(after, vs, v[:, ec, nc])
+        nxt = (vs >= th[cols]) & free & (steps > j) & keep
         again = nxt.any(0)
         if not bool(again.any()):
             break
         sel = torch.nonzero(again, as_tuple=True)[0]
-        e_i, n_i = e_i[sel], n_i[sel]
+        cols = cols[sel]
         j = torch.argmax(nxt[:, sel].to(torch.uint8), dim=0)
         t_rel, r0 = tr[sel], r0n[sel]
     return spikes, v
 
 
-def _grid_v(p: TorchParams, u: torch.Tensor, e_i: torch.Tensor, n_i: torch.Tensor,
+def _grid_v(e_eff: torch.Tensor, rdt: torch.Tensor, v_reset: torch.Tensor, u_j: torch.Tensor,
             j: torch.Tensor, t_rel: torch.Tensor, r0: torch.Tensor) -> torch.Tensor:
+    """Membrane at grid point j (per neuron) as the per-step path computes it."""
     jf = j.to(torch.float64)
-    r = r0 * decay_since(p.rdt[n_i], t_rel, jf)
-    return torch.where(t_rel < jf, free_v(p.e_eff[n_i], u[j, e_i, n_i], r), p.v_reset[n_i])
+    r = r0 * decay_since(rdt, t_rel, jf)
+    return torch.where(t_rel < jf, free_v(e_eff, u_j, r), v_reset)
