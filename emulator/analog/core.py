@@ -92,12 +92,16 @@ class AnalogCore:
         self._model: _Model | None = None
         self._group_cache: tuple | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._executor_workers = 0
         self.force_general = False  # tests: never take the layered path
 
     def _pool(self, workers: int) -> ThreadPoolExecutor:
         """Threads for independent chunks (torch ops release the GIL)."""
-        if self._executor is None or self._executor._max_workers != workers:
+        if self._executor is None or self._executor_workers != workers:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix="analog")
+            self._executor_workers = workers
         return self._executor
 
     # ------------------------------------------------------------------ compile
