@@ -2,8 +2,10 @@
 
 Modelled on BrainScaleS-2's HostARQ (sliding window, cumulative acks, fixed retransmission
 timeout, delayed acks). Go-back-N is not enough on a lossy link, so the receiver keeps frames that
-arrive out of order within its window and acks cumulatively; the sender retransmits only the
-oldest unacked frame, on timeout or after three duplicate acks. No I/O and no clock of its own:
+arrive out of order within its window and acks cumulatively (plus an immediate stand-alone ACK
+for every frame that shows a gap, even in two-way traffic); the sender retransmits only the
+oldest unacked frame: on timeout, after three duplicate acks, or at once on a partial ack after
+a fast retransmit (TCP NewReno). No I/O and no clock of its own:
 the caller passes `now` and moves the bytes (docs/protocol.md, "Link layer").
 """
 
@@ -31,13 +33,13 @@ class LinkStats:
     frames_sent: int = 0
     frames_received: int = 0
     retransmits: int = 0  # every retransmitted DATA frame (timeouts and fast retransmits)
-    fast_retransmits: int = 0  # the subset triggered by duplicate acks
+    fast_retransmits: int = 0  # the subset triggered by duplicate or partial acks
     duplicates: int = 0  # DATA frames received again (already delivered or already buffered)
     out_of_order: int = 0  # DATA frames buffered ahead of a gap
     beyond_window: int = 0  # DATA frames too far ahead to buffer (dropped; resent later)
     crc_errors: int = 0
     garbage_bytes: int = 0
-    acks_sent: int = 0  # stand-alone ACK frames (piggy-backed acks are not counted)
+    acks_sent: int = 0  # stand-alone ACK frames, gap ACKs included (piggy-backs not counted)
     bytes_sent: int = 0
     bytes_received: int = 0
     messages_sent: int = 0
@@ -123,12 +125,14 @@ class Link:
         self._unacked: dict[int, _Outgoing] = {}
         self._queue: deque[tuple[int, int, bytes]] = deque()
         self._dup_acks = 0
+        self._recover: int | None = None  # next_seq when the last fast retransmit went out
         self._peer_window = self.window
         self._expected = 0
         self._ooo: dict[int, Frame] = {}
         self._parts: dict[int, list[bytes]] = {}
         self._ack_due: float | None = None
         self._rx_since_ack = 0
+        self._gap_acks = 0  # stand-alone ACKs owed at once: frames that arrived out of order
 
     @property
     def state(self) -> LinkState:
@@ -213,6 +217,12 @@ class Link:
                 self._syn_retries += 1
                 self._syn_due = now + self.rto
             return b"".join(out)
+        # gap reports go out as stand-alone ACKs even when DATA follows: only those count as
+        # duplicate acks at the peer (a piggy-backed ack repeats naturally), and the peer
+        # needs them to fast-retransmit in two-way traffic
+        for _ in range(min(self._gap_acks, _DUP_ACK_THRESHOLD)):
+            self._emit_ack(out)
+        self._gap_acks = 0
         if self._unacked:
             o = self._unacked[self._base]
             fast_due = o.fast and o.retries == 0
@@ -227,6 +237,7 @@ class Link:
                 self.stats.retransmits += 1
                 if fast_due:
                     self.stats.fast_retransmits += 1
+                    self._recover = self._next_seq
                 self._emit_data(out, self._base, o)
         limit = min(self.window, self._peer_window)
         queue = self._queue
@@ -238,11 +249,14 @@ class Link:
             self._next_seq = (seq + 1) % _M
             self._emit_data(out, seq, o)
         if self._ack_due is not None and now >= self._ack_due:
-            self._emit(out, Frame(FrameType.ACK, ack=self._expected, window=self.window))
-            self.stats.acks_sent += 1
-            self._ack_due = None
-            self._rx_since_ack = 0
+            self._emit_ack(out)
         return b"".join(out)
+
+    def _emit_ack(self, out: list[bytes]) -> None:
+        self._emit(out, Frame(FrameType.ACK, ack=self._expected, window=self.window))
+        self.stats.acks_sent += 1
+        self._ack_due = None
+        self._rx_since_ack = 0
 
     def next_deadline(self) -> float | None:
         """When poll() must be called next; None when nothing is pending."""
@@ -260,6 +274,8 @@ class Link:
             times.append(now)
         if self._ack_due is not None:
             times.append(self._ack_due)
+        if self._gap_acks:
+            times.append(now)
         return min(times) if times else None
 
     # ------------------------------------------------------------------ receiving
@@ -327,6 +343,14 @@ class Link:
             del unacked[(base + i) % _M]
         self._base = ack
         self._dup_acks = 0
+        recover = self._recover
+        if recover is not None:
+            if unacked and 0 < (recover - ack) % _M <= len(unacked):
+                # partial ack after a fast retransmit: the retransmission filled one gap and
+                # the peer now waits for a frame sent before it, so that one is lost as well
+                unacked[ack].fast = True
+            else:
+                self._recover = None
 
     def _on_data(self, f: Frame, now: float, messages: list[tuple[int, bytes]]) -> None:
         d = (f.seq - self._expected) % _M
@@ -347,13 +371,13 @@ class Link:
             else:
                 self._ooo[f.seq] = f
                 self.stats.out_of_order += 1
-            self._ack_due = now  # tell the sender about the gap at once
+            self._gap_acks += 1  # tell the sender about the gap at once
         elif d >= _M // 2:
             self.stats.duplicates += 1  # already delivered: our ack was probably lost
-            self._ack_due = now
+            self._gap_acks += 1
         else:
             self.stats.beyond_window += 1  # sender does not know our window yet: drop, ack
-            self._ack_due = now
+            self._gap_acks += 1
 
     def _deliver(self, f: Frame, messages: list[tuple[int, bytes]]) -> None:
         self._expected = (self._expected + 1) % _M

@@ -196,6 +196,77 @@ def test_fast_retransmit_after_three_duplicate_acks():
     assert got == [(0, bytes([i])) for i in range(5)]
 
 
+def test_fast_retransmit_in_two_way_traffic():
+    """The gap report must reach the sender even when the receiver has data of its own to send:
+    a piggy-backed ack never counts as a duplicate, so the receiver adds a stand-alone ACK."""
+    a = Link(rto=10.0)
+    b = Link(rto=10.0)
+    for i in range(6):
+        a.send(0, bytes([i]), 0.0)
+    frames = split_frames(a.poll(0.0))
+    t = 0.001
+    for raw in frames[1:5]:  # frame 0 lost; b answers every frame with data (an echo stream)
+        b.send(0, b"echo", t)
+        assert b.receive(raw, t) == []
+        back = b.poll(t)
+        assert FrameType.DATA in [f.type for f in FrameDecoder().feed(back)]
+        a.receive(back, t + 0.001)
+        t += 0.002
+    re = [f for f in FrameDecoder().feed(a.poll(t)) if f.type is FrameType.DATA]
+    assert [f.seq for f in re] == [0]  # long before the 10 s rto
+    assert a.stats.fast_retransmits == 1
+    assert b.receive(encode_frame(re[0]), t) == [(0, bytes([i])) for i in range(5)]
+
+
+def test_partial_ack_after_fast_retransmit_resends_the_next_hole_at_once():
+    """Two frames of one window lost: once the fast retransmission fills the first hole, the
+    cumulative ack stops at the second, which is then resent without waiting for the rto."""
+    a, b = Link(rto=10.0), Link(rto=10.0)
+    for i in range(10):
+        a.send(0, bytes([i]), 0.0)
+    frames = split_frames(a.poll(0.0))
+    for i, raw in enumerate(frames):
+        if i not in (0, 3):
+            b.receive(raw, 0.001)
+            a.receive(b.poll(0.001), 0.002)
+    re = [f for f in FrameDecoder().feed(a.poll(0.002)) if f.type is FrameType.DATA]
+    assert [f.seq for f in re] == [0]
+    assert b.receive(encode_frame(re[0]), 0.003) == [(0, bytes([i])) for i in range(3)]
+    a.receive(b.poll(0.003), 0.004)  # ack 3: partial, frames up to 9 were out before the resend
+    re = [f for f in FrameDecoder().feed(a.poll(0.004)) if f.type is FrameType.DATA]
+    assert [f.seq for f in re] == [3]
+    assert b.receive(encode_frame(re[0]), 0.005) == [(0, bytes([i])) for i in range(3, 10)]
+    a.receive(b.poll(0.005), 0.006)
+    assert a.idle and a.stats.retransmits == 2
+
+
+def test_in_order_data_sends_no_extra_acks():
+    """Stand-alone gap ACKs are only for gaps and duplicates: in-order two-way traffic rides on
+    piggy-backed acks alone."""
+    a, b = Link(), Link()
+    t = 0.0
+    for i in range(50):
+        a.send(0, bytes([i]), t)
+        b.send(0, bytes([i]), t)
+        b.receive(a.poll(t), t)
+        a.receive(b.poll(t), t)
+        t += 0.001
+    assert a.stats.acks_sent == 0 and b.stats.acks_sent == 0
+
+
+def test_duplicate_acks_are_counted_once_per_gap_report():
+    """Three stand-alone ACKs that do not advance trigger one fast retransmit, not more."""
+    a = Link(rto=10.0)
+    for i in range(3):
+        a.send(0, bytes([i]), 0.0)
+    a.poll(0.0)
+    dup = encode_frame(Frame(FrameType.ACK, ack=0, window=64))
+    for _ in range(10):
+        a.receive(dup, 0.001)
+    assert len(FrameDecoder().feed(a.poll(0.001))) == 1
+    assert a.poll(0.002) == b"" and a.stats.fast_retransmits == 1
+
+
 def test_piggy_backed_ack_replaces_standalone_ack():
     a, b = Link(), Link()
     a.send(0, b"ping", 0.0)
