@@ -69,15 +69,30 @@ def lin(x: np.ndarray | float) -> np.ndarray:
     return 1.2 * x - 0.2 * x**3
 
 
-def current_code(fraction: np.ndarray | float) -> np.ndarray:
-    """Nominal linear-cell code giving `fraction` of full scale (inverse of lin, bisection-free:
-    lin is monotone on [0, 1], solved by Newton from the linear guess)."""
+def lin_inverse(fraction: np.ndarray | float) -> np.ndarray:
+    """x in [0, 1] with lin(x) = fraction (lin is monotone on [0, 1]; Newton from the linear
+    guess)."""
     f = np.clip(np.asarray(fraction, np.float64), 0.0, 1.0)
     x = f / 1.2
     for _ in range(8):
-        x = x - (lin(x) - f) / (1.2 - 0.6 * x * x)
-        x = np.clip(x, 0.0, 1.0)
-    return np.clip(np.rint(x * CAPMEM_MAX), 0, CAPMEM_MAX).astype(np.int64)
+        x = np.clip(x - (lin(x) - f) / (1.2 - 0.6 * x * x), 0.0, 1.0)
+    return x
+
+
+def current_code(fraction: np.ndarray | float) -> np.ndarray:
+    """Nominal linear-cell code giving `fraction` of full scale."""
+    return np.clip(np.rint(lin_inverse(fraction) * CAPMEM_MAX), 0, CAPMEM_MAX).astype(np.int64)
+
+
+def log_lin_code(code: np.ndarray) -> np.ndarray:
+    """log(lin(code / 1022)): a linear current cell's output is gain * lin(code / 1022), so the
+    log of the output is linear in this with slope 1 (code_transform of ModelSearch)."""
+    c = np.maximum(np.asarray(code, np.float64), 0.5)
+    return np.log(lin(c / CAPMEM_MAX))
+
+
+def log_lin_code_inverse(x: np.ndarray) -> np.ndarray:
+    return lin_inverse(np.exp(np.asarray(x, np.float64))) * CAPMEM_MAX
 
 
 def psp_peak_per_na(tau_syn: float, tau_mem: float) -> float:

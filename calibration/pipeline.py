@@ -121,7 +121,7 @@ def calibrate(board: Any, targets: Targets | None = None, *, progress: Progress 
             hit.from_cache = True
             return hit
     t0 = time.perf_counter()
-    session = Session(board, base_config(), progress=progress.run)
+    session = Session(board, base_config(targets), progress=progress.run)
     result = CalibrationResult(serial, targets)
     state: dict[str, Any] = {"results": result.parameters}
     plan = steps(clamp)

@@ -287,11 +287,17 @@ class ModelSearch(Search):
     prior_slope: expected |d transform(value) / d code| (scalar or per element) used while an
     element has fewer than two finite points: with it one probe suffices (a linear cell is then
     found in ~3 runs: probe, prediction, correction).
+    code_transform: (f, f_inverse) applied to codes before fitting lines, for cells whose
+    nominal shape is known (e.g. log of a linear current cell's lin(code): then log(value) is
+    linear in f(code) with slope 1 whatever the cell's gain).
     """
 
     def __init__(self, probes: Sequence[Any] = (0.3, 0.7), transform: str = "linear",
                  iterations: int = 4, tol: float = 0.0, repeats: int = 1,
-                 final_repeats: int | None = None, prior_slope: Any = None) -> None:
+                 final_repeats: int | None = None, prior_slope: Any = None,
+                 code_transform: tuple[Callable[[np.ndarray], np.ndarray],
+                                       Callable[[np.ndarray], np.ndarray]] | None = None
+                 ) -> None:
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {sorted(TRANSFORMS)}, got {transform!r}")
         if len(probes) < (1 if prior_slope is not None else 2):
@@ -303,6 +309,7 @@ class ModelSearch(Search):
         self.repeats = int(repeats)
         self.final_repeats = int(final_repeats or repeats)
         self.prior_slope = prior_slope
+        self.code_transform = code_transform
 
     def _probe_codes(self, h: _History, start: np.ndarray | None) -> list[np.ndarray]:
         """Probe codes: a float <= 1 is a fraction of each element's range, anything else a
@@ -317,13 +324,24 @@ class ModelSearch(Search):
                 out.append(np.broadcast_to(np.asarray(p, np.float64), self._shape).reshape(-1))
         return out
 
+    def _x(self, codes: np.ndarray) -> np.ndarray:
+        return codes if self.code_transform is None else self.code_transform[0](codes)
+
+    def _code(self, x: np.ndarray) -> np.ndarray:
+        if self.code_transform is None:
+            return x
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            return self.code_transform[1](x)
+
     def _predict(self, h: _History) -> tuple[np.ndarray, np.ndarray]:
-        """(next code, converged) from all measurements so far."""
+        """(next code, converged) from all measurements so far. Lines are fitted in
+        (code_transform(code), transform(value)) space; brackets and steps live in code space."""
         codes, g = h.stack()  # [H, n]
         codes = codes.astype(np.float64)
+        xs = self._x(codes)
         n = codes.shape[1]
         idx = np.arange(n)
-        fin = np.isfinite(g)
+        fin = np.isfinite(g) & np.isfinite(xs)
         below = (g < 0)
         above = (g >= 0)
         # closest point below (largest g < 0) and above (smallest g >= 0)
@@ -337,27 +355,28 @@ class ModelSearch(Search):
         ia = np.where(np.isinf(g[ia, idx]), np.argmin(np.where(above, codes, np.inf), axis=0), ia)
         has_b = below.any(0)
         has_a = above.any(0)
-        cb, gbv = codes[ib, idx], g[ib, idx]
-        ca, gav = codes[ia, idx], g[ia, idx]
-        # bracketed: interpolate (regula falsi); finite g on both sides needed
+        cb, gbv, xb = codes[ib, idx], g[ib, idx], xs[ib, idx]
+        ca, gav, xa = codes[ia, idx], g[ia, idx], xs[ia, idx]
+        # bracketed with finite ends: regula falsi (or the slope step below)
         br = has_b & has_a & np.isfinite(gbv) & np.isfinite(gav) & (gav != gbv)
         with np.errstate(invalid="ignore", divide="ignore"):
-            interp = cb + (0.0 - gbv) * (ca - cb) / (gav - gbv)
-        # unbracketed: from the point closest to the target along the least-squares slope of
-        # all finite points (a two-point secant of nearby codes is at the mercy of noise)
+            interp = self._code(xb + (0.0 - gbv) * (xa - xb) / (gav - gbv))
         dist = np.where(fin, np.abs(g), np.inf)
         i0 = np.argmin(dist, axis=0)
-        c0, g0 = codes[i0, idx], g[i0, idx]
+        c0, g0, x0 = codes[i0, idx], g[i0, idx], xs[i0, idx]
+        b_lo, b_hi = np.minimum(ca, cb), np.maximum(ca, cb)
+        # from the point closest to the target along the least-squares slope of all finite
+        # points (a two-point secant of nearby codes is at the mercy of noise)
         w = fin.astype(np.float64)
         gz = np.where(fin, g, 0.0)
+        xz = np.where(fin, xs, 0.0)
         sw = np.maximum(w.sum(0), 1.0)
-        mc = (w * codes).sum(0) / sw
+        mx = (w * xz).sum(0) / sw
         mg = (w * gz).sum(0) / sw
-        sxx = (w * (codes - mc) ** 2).sum(0)
-        sxy = (w * (codes - mc) * (gz - mg)).sum(0)
+        sxx = (w * (xz - mx) ** 2).sum(0)
+        sxy = (w * (xz - mx) * (gz - mg)).sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             slope = np.where(sxx > 0, sxy / sxx, np.nan)
-            extrap = c0 - g0 / slope
         if self.prior_slope is not None:
             # too few points, or noise that makes nearby points look flat or reversed: a slope
             # far from the prior would send the next code far off, so it is kept within 4x
@@ -365,17 +384,21 @@ class ModelSearch(Search):
                                     self._shape).reshape(-1)
             slope = np.where(np.isfinite(slope) & (slope > 0),
                              np.clip(slope, prior / 4.0, prior * 4.0), prior)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                extrap = c0 - g0 / slope
+        with np.errstate(invalid="ignore", divide="ignore"):
+            extrap = self._code(x0 - g0 / slope)
         extrap = np.clip(extrap, c0 - MAX_STEP, c0 + MAX_STEP)
         good_slope = np.isfinite(slope) & (slope > 0)
+        # bracketed: the same step from the point nearest the target when it lands inside the
+        # bracket (regula falsi alone stalls when one end stays put; a secant through two
+        # nearby noisy points is worse), else regula falsi
+        inside = good_slope & np.isfinite(extrap) & (extrap > b_lo) & (extrap < b_hi)
+        interp = np.where(inside, extrap, interp)
         # without a usable slope: jump to the range end on the side of the target
         all_below = ~has_a
         fallback = np.where(all_below, h.hi, h.lo).astype(np.float64)
-        # bracketed predictions stay inside the bracket: regula falsi when both ends are finite,
+        # bracketed predictions stay inside the bracket: as above when both ends are finite,
         # else the slope's prediction if it lands inside, else bisection (saturated ends)
         bracket = has_a & has_b
-        b_lo, b_hi = np.minimum(ca, cb), np.maximum(ca, cb)
         pred = np.where(br, interp, np.where(good_slope, extrap, fallback))
         outside = ~np.isfinite(pred) | (pred <= b_lo) | (pred >= b_hi)
         pred = np.where(bracket & ~br & (~good_slope | outside), 0.5 * (ca + cb), pred)

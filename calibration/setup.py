@@ -11,6 +11,8 @@ neurons -> FPGA_RECORD, labelled by circuit index (nothing is routed back onto t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from hostdriver.chip import ChipConfig, GlobalCell, NeuronCell, ReadoutSource, RowMode
@@ -30,6 +32,7 @@ __all__ = [
     "STIM_DRIVERS",
     "STIM_WEIGHT",
     "base_config",
+    "nominal_codes",
     "neuron_label_map",
     "stim_label",
     "stim_labels",
@@ -42,11 +45,31 @@ INH = 2  # ... of the inhibitory rows
 HIGH_SHIFT = 11  # label[13:11] selects the (hemisphere, bus) crossbar output
 ROW_SELECT_SHIFT = 6
 
-# nominal codes of the uncalibrated chip (every neuron the same): docs/chip.md section 5
-DEFAULT_SYNAPSE_DAC = 800
-NOMINAL_GM = 500
-NOMINAL_SYN_TAU_US = 6.0
-NOMINAL_MEM_TAU_US = 6.0
+
+
+def nominal_codes(targets: Any) -> dict[NeuronCell, int]:
+    """The codes an uncalibrated chip gets for targets: every neuron the same code, from the
+    nominal transfer curves (calibration.nominal) at the median target. Every routine's search
+    starts here, so its first measurement is the honest 'before'."""
+    t = targets
+    gm = {
+        cell: nominal.gm_code_for_psp(t.scalar(name), STIM_WEIGHT, t.synapse_dac,
+                                      t.scalar(tau), t.scalar("tau_mem"))
+        for cell, name, tau in ((NeuronCell.I_BIAS_SYN_EXC_GM, "synaptic_strength", "tau_syn_exc"),
+                                (NeuronCell.I_BIAS_SYN_INH_GM, "synaptic_strength_inh",
+                                 "tau_syn_inh"))}
+    return {
+        NeuronCell.V_LEAK: int(nominal.voltage_code_for_cadc(t.scalar("leak"))),
+        NeuronCell.V_RESET: int(nominal.voltage_code_for_cadc(t.scalar("reset"))),
+        NeuronCell.V_THRESHOLD: int(nominal.voltage_code_for_cadc(t.scalar("threshold"))),
+        NeuronCell.I_BIAS_LEAK: int(nominal.tau_code(t.scalar("tau_mem"),
+                                                     nominal.TAU_MEM_RANGE_US)),
+        NeuronCell.I_BIAS_SYN_EXC_TAU: int(nominal.tau_code(t.scalar("tau_syn_exc"),
+                                                            nominal.TAU_SYN_RANGE_US)),
+        NeuronCell.I_BIAS_SYN_INH_TAU: int(nominal.tau_code(t.scalar("tau_syn_inh"),
+                                                            nominal.TAU_SYN_RANGE_US)),
+        **gm,
+    }
 
 
 def stim_label(hemisphere: int | np.ndarray, driver: int | np.ndarray,
@@ -74,8 +97,13 @@ def neuron_label_map() -> np.ndarray:
     return out
 
 
-def base_config() -> ChipConfig:
-    """The calibration starting point: uncalibrated (nominal) codes, stimulus wired, CADC on."""
+def base_config(targets: Any = None) -> ChipConfig:
+    """The calibration starting point: the uncalibrated chip at the nominal codes for targets
+    (default Targets(): every neuron the same code), stimulus wired, CADC on."""
+    from .routines.refractory import counter_codes
+    from .targets import Targets
+
+    t = targets or Targets()
     cfg = ChipConfig()
     nrn = cfg.neurons
     nrn.enable_leak = True
@@ -84,18 +112,14 @@ def base_config() -> ChipConfig:
     nrn.enable_syn_inh = True
     nrn.readout_source = int(ReadoutSource.MEMBRANE)
     nrn.output_label = np.arange(N_NEURONS)
+    count, clock = counter_codes(np.full(N_NEURONS, t.scalar("refractory")))
+    nrn.refractory_count = count
+    nrn.refractory_clock = clock
     caps = cfg.neuron_capmem
-    caps[NeuronCell.V_LEAK] = nominal.voltage_code_for_cadc(80.0)
-    caps[NeuronCell.V_RESET] = nominal.voltage_code_for_cadc(80.0)
-    caps[NeuronCell.V_THRESHOLD] = nominal.voltage_code_for_cadc(150.0)
-    caps[NeuronCell.I_BIAS_LEAK] = nominal.tau_code(NOMINAL_MEM_TAU_US, nominal.TAU_MEM_RANGE_US)
-    tau_syn = nominal.tau_code(NOMINAL_SYN_TAU_US, nominal.TAU_SYN_RANGE_US)
-    caps[NeuronCell.I_BIAS_SYN_EXC_TAU] = tau_syn
-    caps[NeuronCell.I_BIAS_SYN_INH_TAU] = tau_syn
-    caps[NeuronCell.I_BIAS_SYN_EXC_GM] = NOMINAL_GM
-    caps[NeuronCell.I_BIAS_SYN_INH_GM] = NOMINAL_GM
+    for cell, codes in nominal_codes(t).items():
+        caps[cell] = codes
     caps[NeuronCell.I_BIAS_READOUT] = 500
-    cfg.global_capmem[GlobalCell.I_BIAS_SYNAPSE_DAC] = DEFAULT_SYNAPSE_DAC
+    cfg.global_capmem[GlobalCell.I_BIAS_SYNAPSE_DAC] = t.synapse_dac
 
     # stimulus rows: 2d excitatory (address EXC), 2d+1 inhibitory (address INH), weight 63
     drv = cfg.drivers

@@ -74,7 +74,7 @@ def run_alone(routine: Routine, board: Any, targets: Targets | None,
     from ..setup import base_config
 
     targets = targets or Targets()
-    cfg = base_config()
+    cfg = base_config(targets)
     if base is not None:
         base.check_serial(board.info.serial)
         base.apply(cfg)

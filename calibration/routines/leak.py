@@ -22,6 +22,7 @@ from ..fit import fit_line
 from ..result import CalibrationResult, ParameterResult
 from ..search import ModelSearch, SearchResult
 from ..session import Block, Session
+from ..setup import nominal_codes
 from ..targets import Targets
 from .base import Routine, cadc_mean, check_reach, run_alone
 
@@ -66,7 +67,7 @@ class LeakRoutine(Routine):
 
     def run(self, session: Session, targets: Targets) -> list[ParameterResult]:
         target = targets.per_neuron("leak")
-        start = nominal.voltage_code_for_cadc(targets.scalar("leak"))
+        start = nominal_codes(targets)[NeuronCell.V_LEAK]
         search = self.search or ModelSearch(probes=(start,), prior_slope=nominal.LSB_PER_CODE,
                                             iterations=3, tol=0.5, repeats=REPEATS,
                                             final_repeats=FINAL_REPEATS)

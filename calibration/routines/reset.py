@@ -19,6 +19,7 @@ from .. import nominal
 from ..result import CalibrationResult, ParameterResult
 from ..search import ModelSearch
 from ..session import Block, Session
+from ..setup import nominal_codes
 from ..targets import Targets
 from .base import Routine, cadc_mean, check_reach, run_alone
 
@@ -58,7 +59,7 @@ class ResetRoutine(Routine):
 
     def run(self, session: Session, targets: Targets) -> list[ParameterResult]:
         target = targets.per_neuron("reset")
-        start = nominal.voltage_code_for_cadc(targets.scalar("reset"))
+        start = nominal_codes(targets)[NeuronCell.V_RESET]
         search = self.search or ModelSearch(probes=(start,), prior_slope=nominal.LSB_PER_CODE,
                                             iterations=3, tol=0.5, repeats=REPEATS,
                                             final_repeats=FINAL_REPEATS)

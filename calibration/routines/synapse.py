@@ -6,9 +6,10 @@ stimulus driver, so the mismatch of single synapses averages out); two blocks of
 The PSP amplitude is the extremum of the repeat-averaged CADC trace minus the pre-stimulus
 baseline, from a quadratic through the samples around it; divided by EVENTS it is the amplitude
 one weight-63 event causes (the target unit). The PSP depends on tau_syn and tau_mem, so those
-are calibrated first. ModelSearch in log(amplitude) (a linear current cell: amplitude = gain *
-lin(code), whose log-slope is gain-free), exc and inh together as [2, 512]. The quadrant synapse
-DAC is set to targets.synapse_dac throughout (it scales every weight).
+are calibrated first. ModelSearch in log(amplitude) against log(lin(code)) (a linear current
+cell: amplitude = gain * lin(code), so the line has slope 1 whatever the gain), exc and inh
+together as [2, 512]. The quadrant synapse DAC is set to targets.synapse_dac throughout (it
+scales every weight).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .. import nominal
 from ..result import CalibrationResult, ParameterResult
 from ..search import ModelSearch
 from ..session import Block, Session
-from ..setup import EXC, INH, STIM_WEIGHT, stim_labels
+from ..setup import EXC, INH, nominal_codes, stim_labels
 from ..targets import Targets
 from .base import Routine, check_reach, run_alone
 
@@ -114,15 +115,11 @@ class SynapseRoutine(Routine):
 
     def run(self, session: Session, targets: Targets) -> list[ParameterResult]:
         target = np.stack([targets.per_neuron(n) for n in NAMES])
-        start = np.stack([np.full(512, nominal.gm_code_for_psp(
-            targets.scalar(n), STIM_WEIGHT, targets.synapse_dac,
-            targets.scalar(tau), targets.scalar("tau_mem")))
-            for n, tau in zip(NAMES, ("tau_syn_exc", "tau_syn_inh"), strict=True)])
-        x = start / CAPMEM_MAX
-        slope = (1.2 - 0.6 * x * x) / nominal.lin(x) / CAPMEM_MAX  # d log lin / d code
-        search = self.search or ModelSearch(probes=(start,), transform="log", prior_slope=slope,
-                                            iterations=3, repeats=REPEATS,
-                                            final_repeats=FINAL_REPEATS)
+        start = np.stack([np.full(512, nominal_codes(targets)[c]) for c in CELLS])
+        search = self.search or ModelSearch(
+            probes=(start,), transform="log", prior_slope=1.0, iterations=3, repeats=REPEATS,
+            final_repeats=FINAL_REPEATS,
+            code_transform=(nominal.log_lin_code, nominal.log_lin_code_inverse))
         sr = search.search(lambda c, r: measure_strength(session, c, targets, r), target,
                            increasing=True, start=start)
         clamped = check_reach("synaptic strength", sr, "LSB", self.clamp)

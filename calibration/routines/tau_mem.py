@@ -23,6 +23,7 @@ from ..fit import ExpFit, fit_exponential
 from ..result import CalibrationResult, ParameterResult
 from ..search import ModelSearch
 from ..session import Block, Session
+from ..setup import nominal_codes
 from ..targets import Targets
 from .base import Routine, check_reach, run_alone
 
@@ -84,8 +85,7 @@ class TauMemRoutine(Routine):
 
     def run(self, session: Session, targets: Targets) -> list[ParameterResult]:
         target = targets.per_neuron("tau_mem")
-        start = np.full(512, nominal.tau_code(targets.scalar("tau_mem"),
-                                              nominal.TAU_MEM_RANGE_US))
+        start = np.full(512, nominal_codes(targets)[NeuronCell.I_BIAS_LEAK])
         search = self.search or ModelSearch(probes=(start,), transform="log",
                                             prior_slope=nominal.log_tau_per_code(
                                                 nominal.TAU_MEM_RANGE_US),

@@ -23,15 +23,15 @@ from ..fit import fit_exponential
 from ..result import CalibrationResult, ParameterResult
 from ..search import ModelSearch
 from ..session import Block, Session
-from ..setup import EXC, INH, stim_labels
+from ..setup import EXC, INH, nominal_codes, stim_labels
 from ..targets import Targets
 from .base import Routine, check_reach, run_alone
 
 __all__ = ["TauSynRoutine", "calibrate", "measure_tau_syn", "syn_decay_tau"]
 
-REPEATS = 3
-FINAL_REPEATS = 6
-EVENTS = 2  # stimulus drivers fired at once
+REPEATS = 6
+FINAL_REPEATS = 12
+EVENTS = 3  # stimulus drivers fired at once
 STIM_US = 1.0
 GM_CODE = 600  # input strength during the measurement (the amplitude only needs to be visible)
 NAMES = ("tau_syn_exc", "tau_syn_inh")
@@ -104,9 +104,7 @@ class TauSynRoutine(Routine):
 
     def run(self, session: Session, targets: Targets) -> list[ParameterResult]:
         target = np.stack([targets.per_neuron(n) for n in NAMES])
-        start = np.stack([np.full(512, nominal.tau_code(targets.scalar(n),
-                                                          nominal.TAU_SYN_RANGE_US))
-                          for n in NAMES])
+        start = np.stack([np.full(512, nominal_codes(targets)[c]) for c in CELLS])
         search = self.search or ModelSearch(probes=(start,), transform="log",
                                             prior_slope=nominal.log_tau_per_code(
                                                 nominal.TAU_SYN_RANGE_US),

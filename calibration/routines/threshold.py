@@ -28,6 +28,7 @@ from ..fit import ExpFit
 from ..result import CalibrationResult, ParameterResult
 from ..search import ModelSearch
 from ..session import Block, Session
+from ..setup import nominal_codes
 from ..targets import Targets
 from .base import Routine, check_reach, first_spike_times, run_alone
 from .tau_mem import step_fit, trace_schedule
@@ -123,7 +124,7 @@ class ThresholdRoutine(Routine):
     def run(self, session: Session, targets: Targets) -> list[ParameterResult]:
         target = targets.per_neuron("threshold")
         cfg, traj, duration = prepare_trajectory(session, targets, self.leak_slope)
-        start = np.full(512, nominal.voltage_code_for_cadc(targets.scalar("threshold")))
+        start = np.full(512, nominal_codes(targets)[NeuronCell.V_THRESHOLD])
         search = self.search or ModelSearch(probes=(start,), prior_slope=nominal.LSB_PER_CODE,
                                             iterations=3, tol=0.5,
                                             repeats=REPEATS, final_repeats=FINAL_REPEATS)
