@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from emulator.executor import HALT_INTERNAL, Executor
+from emulator.executor import HALT_ERRORS, HALT_INTERNAL, Executor
 from emulator.faults import FaultConfig, FaultInjector
 from emulator.registers import RegisterFile
 from protocol.addressmap import SystemReg
@@ -28,12 +28,13 @@ from protocol.control import (
     decode_control,
     encode_control,
 )
-from protocol.errors import ConfigError, DecodeError
+from protocol.errors import ConfigError, DecodeError, LinkError
 from protocol.firmware_image import EMULATOR_BOARD_KIND
 from protocol.link import Link
-from protocol.wire import OPCODE_SHIFT, PROTOCOL_VERSION, TIMESTAMP_BITS, Channel, Rec
+from protocol.wire import OPCODE_SHIFT, PROTOCOL_VERSION, TIMESTAMP_BITS, Channel, ErrorCode, Rec
 
 ControlHandler = Callable[[bytes], bytes]
+_M32 = (1 << 32) - 1
 _KNOWN_KINDS = frozenset(int(k) for k in ControlKind)
 _RX_STREAM, _TX_STREAM = 1, 2
 
@@ -75,6 +76,7 @@ class BoardEndpoint:
         self.flash = self._attach_flash(flash_file, firmware_version)
         self.programs_run = 0
         self.internal_errors = 0
+        self.link_errors = 0  # peer messages dropped by the link (over max_message)
         self.sessions = 0  # host sessions begun (SYN with a new nonce): stale output is moot
         self.reset_link()
 
@@ -151,14 +153,29 @@ class BoardEndpoint:
         if not data:
             return
         resets = self.link.stats.resets
-        messages = self.link.receive(data, now)
+        try:
+            messages = self.link.receive(data, now)
+        except LinkError as exc:  # a host message over max_message: dropped, board goes on
+            self.link_errors += 1
+            print(f"emulator: {exc}", file=sys.stderr)
+            messages = getattr(exc, "messages", [])
         if self.link.stats.resets != resets:  # a new host session: faults back to power-up
             self.set_faults(self._power_up_faults)
             self.sessions += 1
         for channel, message in messages:
             reply = self._handle(channel, message)
             if reply is not None:
-                self.link.send(channel, reply, now)
+                self._send(channel, reply, now)
+
+    def _send(self, channel: int, reply: bytes, now: float) -> None:
+        """Queue a reply; a trace over the link's max_message becomes an OVERFLOW error trace."""
+        if len(reply) > self.link.max_message:
+            print(f"emulator: a {len(reply)}-byte reply on channel {channel} exceeds the link's "
+                  f"max_message ({self.link.max_message} bytes)", file=sys.stderr)
+            if channel != Channel.PLAYBACK:
+                return  # loopback echoes and control replies never grow: not reached
+            reply = _overflow_trace(len(reply) // 8)
+        self.link.send(channel, reply, now)
 
     # ------------------------------------------------------------------ channels
     def _handle(self, channel: int, message: bytes) -> bytes | None:
@@ -234,6 +251,14 @@ def _decode(packet: bytes, kind: ControlKind) -> tuple[int, dict[str, Any]]:
     got, fields = decode_control(packet)
     assert got == kind  # dispatch was by the first byte
     return got, fields
+
+
+def _overflow_trace(dropped_words: int) -> bytes:
+    """ERROR OVERFLOW (info32: trace words dropped) and HALT with status HALT_ERRORS."""
+    error = ((int(Rec.ERROR) << OPCODE_SHIFT) | (int(ErrorCode.OVERFLOW) << 48)
+             | min(dropped_words, _M32))
+    halt = (int(Rec.HALT) << OPCODE_SHIFT) | (HALT_ERRORS << TIMESTAMP_BITS)
+    return np.array([error, halt], "<u8").tobytes()
 
 
 def _error(request: int, code: int, message: str) -> bytes:

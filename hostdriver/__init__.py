@@ -8,6 +8,7 @@ from hostdriver.board import Board, BoardInfo
 from hostdriver.link_driver import LinkDriver
 from hostdriver.transports import open_transport
 from hostdriver.url import DEFAULT_URL, ENV_VAR, parse_board_url
+from protocol.link import DEFAULT_MAX_MESSAGE, Link
 
 __all__ = ["Board", "BoardInfo", "LinkDriver", "connect", "resolve_url"]
 
@@ -19,17 +20,22 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
-def connect(url: str | None = None, *, timeout: float = 2.0) -> Board:
+def connect(
+    url: str | None = None, *, timeout: float = 2.0, max_message: int = DEFAULT_MAX_MESSAGE
+) -> Board:
     """Open the board at `url` (None: $STROBE_BOARD or emu://), handshake, return a Board.
 
     timeout bounds every wait for the board (handshake, replies): a dead link or a silent
     board raises LinkError within it. ConfigError for a malformed URL, BoardError for a
-    board that speaks another protocol version.
+    board that speaks another protocol version. max_message: the largest message (program,
+    trace) the link sends or accepts, in bytes (docs/protocol.md, 4.4); a larger trace from the
+    board raises LinkError, a larger program ConfigError.
     """
     parsed = parse_board_url(resolve_url(url))
     transport = open_transport(parsed, timeout=timeout)
     try:
-        return Board(LinkDriver(transport, timeout=timeout), str(parsed))
+        link = Link(max_message=max_message)
+        return Board(LinkDriver(transport, timeout=timeout, link=link), str(parsed))
     except BaseException:
         transport.close()
         raise

@@ -24,6 +24,7 @@ _M = SEQ_MODULUS
 _EOM = int(FrameFlag.END_OF_MESSAGE)
 _DUP_ACK_THRESHOLD = 3
 SYN_NONCE_SIZE = 4  # bytes of the session nonce a SYN carries and its SYN_ACK echoes
+DEFAULT_MAX_MESSAGE = 512 << 20  # bytes: the largest message either end sends or reassembles
 
 
 @dataclass
@@ -45,6 +46,7 @@ class LinkStats:
     messages_sent: int = 0
     messages_received: int = 0
     resets: int = 0  # link state resets caused by a peer's SYN
+    oversized: int = 0  # received messages dropped for exceeding max_message
     stall_resyncs: int = 0  # partial frames abandoned after stalling (corrupted length field)
 
 
@@ -74,6 +76,9 @@ class Link:
     max_retries: retransmissions of one frame (or SYNs) before poll() raises LinkError;
     None retries for ever (the caller bounds time itself). ack_delay: how long an in-order
     frame may wait for a piggy-back before a stand-alone ACK goes out (default rto / 5).
+    max_message: largest message in bytes that send() accepts and receive() reassembles; a
+    peer's message beyond it is dropped and receive() raises LinkError (the buffer of a message
+    whose END_OF_MESSAGE never comes cannot grow without bound).
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class Link:
         max_payload: int = 16384,
         max_retries: int | None = None,
         ack_delay: float | None = None,
+        max_message: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
         if not 1 <= window <= _M // 2:
             raise ConfigError(f"link window must be 1..{_M // 2} frames, got {window}")
@@ -95,6 +101,8 @@ class Link:
             )
         if max_retries is not None and max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0 or None, got {max_retries}")
+        if max_message < 1:
+            raise ConfigError(f"max_message must be >= 1 byte, got {max_message}")
         if ack_delay is None:
             ack_delay = rto / 5
         if not 0 <= ack_delay < rto:
@@ -104,6 +112,7 @@ class Link:
         self.max_payload = max_payload
         self.max_retries = max_retries
         self.ack_delay = ack_delay
+        self.max_message = int(max_message)
         self.stall_timeout = 4 * rto  # a partial frame older than this is abandoned
         self.stats = LinkStats()
         self._decoder = FrameDecoder()
@@ -115,6 +124,7 @@ class Link:
         self._syn_acks: list[bytes] = []  # SYN_ACKs to emit at the next poll
         self._partial_since: float | None = None
         self._now = 0.0
+        self._oversized: list[tuple[int, int]] = []  # (channel, bytes) dropped in this receive()
         self._reset()
 
     # ------------------------------------------------------------------ state
@@ -130,6 +140,8 @@ class Link:
         self._expected = 0
         self._ooo: dict[int, Frame] = {}
         self._parts: dict[int, list[bytes]] = {}
+        self._part_bytes: dict[int, int] = {}  # bytes reassembled so far per channel
+        self._discarding: set[int] = set()  # channels dropping an oversized message up to EOM
         self._ack_due: float | None = None
         self._rx_since_ack = 0
         self._gap_acks = 0  # stand-alone ACKs owed at once: frames that arrived out of order
@@ -171,6 +183,11 @@ class Link:
         if not 0 <= channel <= 255:
             raise ConfigError(f"channel must be 0..255, got {channel}")
         data = bytes(message)
+        if len(data) > self.max_message:
+            raise ConfigError(
+                f"message of {len(data)} bytes on channel {channel} exceeds the link's "
+                f"max_message of {self.max_message} bytes"
+            )
         mp = self.max_payload
         if len(data) <= mp:
             self._queue.append((channel, _EOM, data))
@@ -300,7 +317,21 @@ class Link:
             self._handle(frame, now, messages)
         self.stats.crc_errors = dec.crc_errors
         self.stats.garbage_bytes = dec.garbage_bytes
+        if self._oversized:
+            self._raise_oversized(messages)
         return messages
+
+    def _raise_oversized(self, messages: list[tuple[int, bytes]]) -> None:
+        """LinkError for messages dropped in this receive(); the link itself stays consistent,
+        and the messages that did complete ride along as `exc.messages` (nothing lost)."""
+        dropped, self._oversized = self._oversized, []
+        what = ", ".join(f"channel {ch} after {n} bytes" for ch, n in dropped)
+        exc = LinkError(
+            f"peer sent a message longer than max_message ({self.max_message} bytes): dropped "
+            f"({what}); raise max_message on both ends if such messages are intended"
+        )
+        exc.messages = messages  # type: ignore[attr-defined]
+        raise exc
 
     def _handle(self, f: Frame, now: float, messages: list[tuple[int, bytes]]) -> None:
         self.stats.frames_received += 1
@@ -381,13 +412,30 @@ class Link:
 
     def _deliver(self, f: Frame, messages: list[tuple[int, bytes]]) -> None:
         self._expected = (self._expected + 1) % _M
-        if f.flags & _EOM:
-            parts = self._parts.pop(f.channel, None)
+        ch = f.channel
+        eom = f.flags & _EOM
+        if ch in self._discarding:  # the tail of a message dropped as oversized
+            if eom:
+                self._discarding.discard(ch)
+            return
+        size = self._part_bytes.get(ch, 0) + len(f.payload)
+        if size > self.max_message:
+            self._parts.pop(ch, None)
+            self._part_bytes.pop(ch, None)
+            if not eom:
+                self._discarding.add(ch)
+            self.stats.oversized += 1
+            self._oversized.append((ch, size))
+            return
+        if eom:
+            parts = self._parts.pop(ch, None)
+            self._part_bytes.pop(ch, None)
             if parts is None:
-                messages.append((f.channel, f.payload))
+                messages.append((ch, f.payload))
             else:
                 parts.append(f.payload)
-                messages.append((f.channel, b"".join(parts)))
+                messages.append((ch, b"".join(parts)))
             self.stats.messages_received += 1
-        else:
-            self._parts.setdefault(f.channel, []).append(f.payload)
+        elif f.payload:  # empty fragments add nothing (and must not grow the list)
+            self._parts.setdefault(ch, []).append(f.payload)
+            self._part_bytes[ch] = size

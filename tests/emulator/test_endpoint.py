@@ -295,3 +295,26 @@ def test_fuzzed_messages_never_break_the_board(messages, garbage) -> None:
     assert h.control(ControlKind.HELLO, protocol_version=PROTOCOL_VERSION)[0] == (
         ControlKind.HELLO_REPLY)
     assert ep.internal_errors == 0
+
+
+def test_host_message_over_max_message_is_dropped_and_the_board_goes_on(capsys) -> None:
+    ep = BoardEndpoint(5, link_options={"max_message": 4096})
+    h = Host(ep)
+    h.link.send(Channel.LOOPBACK, bytes(10_000), h.now)  # the host's own bound is 512 MiB
+    h.link.send(Channel.LOOPBACK, b"after", h.now)
+    assert h.wait(1) == [(Channel.LOOPBACK, b"after")]
+    assert ep.link_errors == 1 and ep.link.stats.oversized == 1
+    assert "max_message" in capsys.readouterr().err
+
+
+def test_trace_over_max_message_becomes_an_overflow_error_trace(capsys) -> None:
+    from emulator.executor import HALT_ERRORS
+    from protocol.wire import ErrorCode
+
+    ep = BoardEndpoint(5, link_options={"max_message": 4096})
+    program = ins.program(*([ins.read(SCRATCH, 16)] * 100), ins.halt())  # 1600 READ_DATA
+    tr = Host(ep).run(program)
+    assert tr.reads.size == 0 and tr.halt["status"].tolist() == [HALT_ERRORS]
+    assert tr.errors["code"].tolist() == [ErrorCode.OVERFLOW]
+    assert int(tr.errors["info32"][0]) >= 1600  # trace words dropped, never silent
+    assert "max_message" in capsys.readouterr().err

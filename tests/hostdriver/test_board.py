@@ -206,3 +206,20 @@ def test_connect_uses_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STROBE_BOARD", "tcp://127.0.0.1:bad")
     with pytest.raises(ConfigError, match="port 'bad'"):
         connect()
+
+
+def test_trace_over_max_message_is_link_error_and_programs_over_it_config_error() -> None:
+    import numpy as np
+
+    from protocol import instructions as ins
+    from protocol.addressmap import Block, SystemReg, address
+
+    scratch = address(Block.SYSTEM, SystemReg.SCRATCH0)
+    with connect("emu://", max_message=4096) as board:
+        assert board.driver.link.max_message == 4096
+        with pytest.raises(ConfigError, match="max_message"):
+            board.run(np.zeros(600, np.uint64))  # 4800 bytes: refused before sending
+        board.loopback(b"still fine")
+        # the board's link has the default bound, so it sends a 12.8 kB trace in full
+        with pytest.raises(LinkError, match="max_message"):
+            board.run(ins.program(*([ins.read(scratch, 16)] * 100), ins.halt()))

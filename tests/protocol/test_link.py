@@ -10,7 +10,7 @@ import pytest
 
 from protocol.errors import ConfigError, LinkError
 from protocol.frames import Frame, FrameDecoder, encode_frame
-from protocol.link import Link, LinkState
+from protocol.link import DEFAULT_MAX_MESSAGE, Link, LinkState
 from protocol.wire import FrameType
 
 
@@ -407,3 +407,61 @@ def test_frames_beyond_the_window_are_dropped_then_resent():
             break
     assert got == [(0, bytes(range(8)))]
     assert a.stats.retransmits >= 7
+
+
+def _fragment(seq: int, payload: bytes, *, channel: int = 0, eom: bool = False) -> bytes:
+    return encode_frame(Frame(FrameType.DATA, channel, int(eom), seq, 0, 64, payload))
+
+
+def test_reassembly_is_bounded_by_max_message():
+    """A peer that never sends END_OF_MESSAGE must not make the receiver buffer grow forever."""
+    b = Link(max_message=1000)
+    seq = 0
+    for _ in range(3):  # 300 bytes: within the bound
+        assert b.receive(_fragment(seq, bytes(100)), 0.0) == []
+        seq += 1
+    with pytest.raises(LinkError, match="max_message") as info:
+        for _ in range(20):
+            b.receive(_fragment(seq, bytes(100)), 0.0)
+            seq += 1
+    assert seq == 10  # raised at the fragment that crossed 1000 bytes (it was consumed)
+    assert b.stats.oversized == 1 and info.value.messages == []
+    seq += 1
+    # the rest of that message is discarded, however long it goes on, without raising again
+    for _ in range(500):
+        assert b.receive(_fragment(seq, bytes(100)), 0.0) == []
+        seq += 1
+    assert sum(map(len, b._parts.values())) == 0  # noqa: SLF001 (nothing buffered)
+    assert b.receive(_fragment(seq, b"tail", eom=True), 0.0) == []  # its end
+    # the link goes on: the next message on that channel is whole and on time
+    assert b.receive(_fragment(seq + 1, b"next", eom=True), 0.0) == [(0, b"next")]
+    assert b.stats.oversized == 1
+
+
+def test_oversized_message_error_carries_the_messages_of_the_same_batch():
+    b = Link(max_message=150)
+    batch = (_fragment(0, b"a", channel=1, eom=True) + _fragment(1, bytes(100))
+             + _fragment(2, bytes(100)) + _fragment(3, b"b", channel=2, eom=True))
+    with pytest.raises(LinkError) as info:
+        b.receive(batch, 0.0)
+    assert info.value.messages == [(1, b"a"), (2, b"b")]
+    assert b.receive(_fragment(4, b"c", eom=True), 0.0) == []  # END of the dropped message
+    assert b.receive(_fragment(5, b"d", eom=True), 0.0) == [(0, b"d")]
+
+
+def test_many_empty_fragments_hold_nothing():
+    b = Link(max_message=10)
+    for seq in range(1000):
+        assert b.receive(_fragment(seq, b""), 0.0) == []
+    assert sum(map(len, b._parts.values())) == 0  # noqa: SLF001
+    assert b.receive(_fragment(1000, b"x" * 10, eom=True), 0.0) == [(0, b"x" * 10)]
+
+
+def test_send_refuses_messages_over_max_message():
+    a = Link(max_message=100, max_payload=10)
+    a.send(0, bytes(100), 0.0)  # exactly the bound: 10 fragments
+    with pytest.raises(ConfigError, match="max_message"):
+        a.send(0, bytes(101), 0.0)
+    assert Link().max_message == DEFAULT_MAX_MESSAGE == 512 << 20
+    with pytest.raises(ConfigError):
+        Link(max_message=0)
