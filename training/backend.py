@@ -135,7 +135,13 @@ def resolve_backend(target: object) -> Backend:
         return target
     if isinstance(target, str) and target == "sim":
         return SimBackend()
+    if type(target).__name__ == "Board":  # a hostdriver Board: imported only when one is given
+        from training.board import BoardBackend, is_board
+
+        if is_board(target):
+            return BoardBackend(target)
     raise TrainingError(
-        f"cannot connect a network to {target!r} ({type(target).__name__}): pass 'sim' or a "
-        "training.backend.Backend instance (a board is connected through its board backend)"
+        f"cannot connect a network to {target!r} ({type(target).__name__}): pass 'sim', a "
+        "hostdriver Board or a training.backend.Backend instance (e.g. "
+        "training.board.BoardBackend(board, calibration=...))"
     )
