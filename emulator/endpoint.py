@@ -6,13 +6,23 @@ for when to call `transmit` again even if nothing arrives. Inside: fault injecto
 of a protocol.Link, and the three channels: PLAYBACK (one program in, one trace out), LOOPBACK
 (echo) and CONTROL (hello, faults, chip reset, plus handlers registered by other modules, e.g.
 flash kinds 0x40..0x4F from emulator/flash.py).
+
+Programs run synchronously inside receive() by default (the in-process and pyusb transports:
+the host waits in that call). A server that must keep the link alive while a long program
+computes uses `background()`: programs then run on a worker thread, messages behind a running
+program wait for it (replies stay in request order), and the link keeps acking and sends a
+keepalive ACK every `keepalive` seconds, so the host can tell a busy board from a dead one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -37,6 +47,7 @@ ControlHandler = Callable[[bytes], bytes]
 _M32 = (1 << 32) - 1
 _KNOWN_KINDS = frozenset(int(k) for k in ControlKind)
 _RX_STREAM, _TX_STREAM = 1, 2
+KEEPALIVE_S = 0.1  # keepalive period while a program runs in the background (docs/protocol.md)
 
 
 class BoardEndpoint:
@@ -47,6 +58,7 @@ class BoardEndpoint:
     flash_file: the board's persistent flash (None: in memory); see emulator/flash.py.
     core: analog core to use instead of building emulator.analog.AnalogCore (tests).
     link_options: keyword arguments of protocol.link.Link (window, rto, ...).
+    keepalive: seconds between keepalive ACKs while a background program runs.
     """
 
     def __init__(
@@ -60,7 +72,10 @@ class BoardEndpoint:
         flash_file: str | None = None,
         core: object | None = None,
         link_options: dict[str, Any] | None = None,
+        keepalive: float = KEEPALIVE_S,
     ) -> None:
+        if not keepalive > 0:
+            raise ConfigError(f"keepalive must be > 0 seconds, got {keepalive}")
         self.serial = int(serial)
         self.board_kind = board_kind
         self.regs = RegisterFile(self.serial, firmware_version=firmware_version, chip_id=chip_id)
@@ -78,6 +93,13 @@ class BoardEndpoint:
         self.internal_errors = 0
         self.link_errors = 0  # peer messages dropped by the link (over max_message)
         self.sessions = 0  # host sessions begun (SYN with a new nonce): stale output is moot
+        self.keepalive = float(keepalive)
+        self.keepalives_sent = 0
+        self._wake: _Waker | None = None  # set in background mode
+        self._pending: deque[tuple[int, bytes]] = deque()  # messages behind a running program
+        self._job: _Job | None = None
+        self._generation = 0  # bumped by every link reset: a finished job of an older one is moot
+        self._keepalive_due = 0.0
         self.reset_link()
 
     # ------------------------------------------------------------------ set-up
@@ -121,27 +143,72 @@ class BoardEndpoint:
         self.link = Link(**self._link_options)
         self.faults_rx = FaultInjector(self._power_up_faults, stream=_RX_STREAM)
         self.faults_tx = FaultInjector(self._power_up_faults, stream=_TX_STREAM)
+        self._new_session()
+
+    def _new_session(self) -> None:
+        """Requests of the previous session still waiting are moot, as is a running job's
+        reply (the job itself runs to its end: registers must stay consistent)."""
+        self._generation += 1
+        self._pending.clear()
 
     def set_faults(self, config: FaultConfig | None) -> None:
         config = config or FaultConfig()
         self.faults_rx.configure(config)
         self.faults_tx.configure(config)
 
+    # ------------------------------------------------------------------ background mode
+    @contextlib.contextmanager
+    def background(self, join_timeout: float = 2.0) -> Iterator[int]:
+        """Run programs on a worker thread while inside; yields a file descriptor that becomes
+        readable when a program finishes (select() on it, then call transmit()).
+
+        On exit a running program gets `join_timeout` seconds to finish (its worker is a
+        daemon thread, so it never holds the process up longer).
+        """
+        if self._wake is not None:
+            raise ConfigError("background() is already active on this endpoint")
+        self._wake = waker = _Waker()
+        try:
+            yield waker.fd
+        finally:
+            job = self._job
+            if job is not None:
+                job.thread.join(join_timeout)
+            self._job = None
+            self._pending.clear()
+            self._wake = None
+            waker.close()
+
+    @property
+    def busy(self) -> bool:
+        """A program is running in the background."""
+        return self._job is not None and not self._job.done.is_set()
+
     # ------------------------------------------------------------------ byte endpoint
     def receive(self, data: bytes, now: float) -> None:
-        """Bytes from the wire. Complete messages are handled at once (a program runs here)."""
+        """Bytes from the wire. Complete messages are handled at once (a program runs here,
+        unless in background mode)."""
         self._feed(self.faults_rx.process(data, now), now)
 
     def transmit(self, now: float) -> bytes:
-        """Bytes to put on the wire now (frames, retransmissions, acks, due delayed frames)."""
+        """Bytes to put on the wire now (frames, retransmissions, acks, due delayed frames,
+        the reply of a finished background program, a keepalive ACK while one runs)."""
         held = self.faults_rx.release(now)
         if held:
             self._feed(held, now)
+        if self._job is not None:
+            self._dispatch(now)
+        if self.busy and now >= self._keepalive_due:
+            self.link.keepalive(now)
+            self.keepalives_sent += 1
+            self._keepalive_due = now + self.keepalive
         return self.faults_tx.process(self.link.poll(now), now)
 
     def next_deadline(self) -> float | None:
         times = [t for t in (self.link.next_deadline(), self.faults_rx.next_deadline(),
                              self.faults_tx.next_deadline()) if t is not None]
+        if self.busy:
+            times.append(self._keepalive_due)
         return min(times) if times else None
 
     def close(self) -> None:
@@ -162,7 +229,34 @@ class BoardEndpoint:
         if self.link.stats.resets != resets:  # a new host session: faults back to power-up
             self.set_faults(self._power_up_faults)
             self.sessions += 1
+            self._new_session()
+        if self._wake is not None:
+            self._pending.extend(messages)
+            self._dispatch(now)
+            return
         for channel, message in messages:
+            reply = self._handle(channel, message)
+            if reply is not None:
+                self._send(channel, reply, now)
+
+    def _dispatch(self, now: float) -> None:
+        """Background mode: collect a finished program's trace, then handle waiting messages
+        in order until the next program goes to the worker."""
+        while True:
+            job = self._job
+            if job is not None:
+                if not job.done.is_set():
+                    return
+                self._job = None
+                if job.generation == self._generation:
+                    self._send(Channel.PLAYBACK, job.reply, now)
+            if not self._pending or self._wake is None:
+                return
+            channel, message = self._pending.popleft()
+            if channel == Channel.PLAYBACK:
+                self._job = _Job(self._playback, message, self._generation, self._wake)
+                self._keepalive_due = now + self.keepalive
+                continue
             reply = self._handle(channel, message)
             if reply is not None:
                 self._send(channel, reply, now)
@@ -251,6 +345,50 @@ def _decode(packet: bytes, kind: ControlKind) -> tuple[int, dict[str, Any]]:
     got, fields = decode_control(packet)
     assert got == kind  # dispatch was by the first byte
     return got, fields
+
+
+class _Waker:
+    """A pipe whose read end select() watches; wake() may come from any thread, also late."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._w, False)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def wake(self) -> None:
+        with self._lock:
+            if not self._closed:  # a job outliving background() must not write a reused fd
+                with contextlib.suppress(OSError):  # full pipe: a wake-up is pending anyway
+                    os.write(self._w, b"j")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            os.close(self.fd)
+            os.close(self._w)
+
+
+class _Job:
+    """One program on a daemon worker thread; wakes the server's select() when done."""
+
+    def __init__(self, run: Callable[[bytes], bytes], program: bytes, generation: int,
+                 waker: _Waker) -> None:
+        self.generation = generation
+        self.reply = b""
+        self.done = threading.Event()
+        self._run, self._program, self._waker = run, program, waker
+        self.thread = threading.Thread(target=self._main, name="strobe-playback", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.reply = self._run(self._program)  # never raises: errors become a HALT status
+        finally:
+            self._program = b""
+            self.done.set()
+            self._waker.wake()
 
 
 def _overflow_trace(dropped_words: int) -> bytes:

@@ -1,9 +1,13 @@
-"""Serve a BoardEndpoint over TCP or a pseudo-terminal: a select() loop, no threads, no polling.
+"""Serve a BoardEndpoint over TCP or a pseudo-terminal: a select() loop, no polling.
 
-The loop sleeps in select() until bytes arrive, the socket can take more, or the endpoint's next
-deadline (retransmission, delayed ack, held-back faulty frame) is due, so it adds no latency of
-its own. TCP serves one client at a time: a new connection replaces the old one and restarts the
-board's link (registers, timer and flash persist, as on a board whose cable was replugged).
+The loop sleeps in select() until bytes arrive, the socket can take more, a program finishes,
+or the endpoint's next deadline (retransmission, delayed ack, held-back faulty frame, keepalive)
+is due, so it adds no latency of its own. Programs run on the endpoint's worker thread
+(BoardEndpoint.background), so the link stays serviced and the host hears keepalives while a
+long program computes; a frozen or killed process still falls silent at once.
+
+TCP serves one client at a time: a new connection replaces the old one and restarts the board's
+link (registers, timer and flash persist, as on a board whose cable was replugged).
 SIGINT / SIGTERM end the loop cleanly.
 """
 
@@ -97,6 +101,13 @@ class _Pipe:
 
 def _serve(endpoint: BoardEndpoint, stop: _Stop, listener: socket.socket | None,
            pipe: _Pipe | None, on_accept: Callable[[socket.socket], _Pipe] | None) -> None:
+    with endpoint.background() as wake:
+        _loop(endpoint, stop, listener, pipe, on_accept, wake)
+
+
+def _loop(endpoint: BoardEndpoint, stop: _Stop, listener: socket.socket | None,
+          pipe: _Pipe | None, on_accept: Callable[[socket.socket], _Pipe] | None,
+          wake: int) -> None:
     clock = time.monotonic
     idle_spins = 0
     while not stop.requested:
@@ -111,7 +122,7 @@ def _serve(endpoint: BoardEndpoint, stop: _Stop, listener: socket.socket | None,
             idle_spins += 1
             if idle_spins > 3:  # a deadline that poll() does not move: do not spin the CPU
                 timeout = 1e-3
-        rlist = [stop.r] + ([listener] if listener is not None else [])
+        rlist = [stop.r, wake] + ([listener] if listener is not None else [])
         if pipe is not None:
             rlist.append(pipe.fd)
         wlist = [pipe.fd] if pipe is not None and pipe.out else []
@@ -122,6 +133,9 @@ def _serve(endpoint: BoardEndpoint, stop: _Stop, listener: socket.socket | None,
             with contextlib.suppress(OSError):
                 os.read(stop.r, 64)
             continue
+        if wake in readable:  # a program finished: the next transmit() sends its trace
+            with contextlib.suppress(OSError):
+                os.read(wake, 64)
         if listener is not None and listener in readable and on_accept is not None:
             try:
                 conn, _ = listener.accept()

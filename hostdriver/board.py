@@ -182,8 +182,9 @@ class Board:
         """Run a playback program, return its decoded trace.
 
         timeout: longest silence of the board (default: the connection's) while it executes;
-        give more for programs the board needs long to compute. ERROR records raise BoardError
-        with the complete trace attached as `.trace`.
+        run time itself is unbounded, since a busy board sends keepalives (docs/protocol.md,
+        4.7), while a frozen or dead one raises LinkError after `timeout`. ERROR records
+        raise BoardError with the complete trace attached as `.trace`.
         """
         from protocol.records import decode_trace
 

@@ -275,6 +275,16 @@ class Link:
         self._ack_due = None
         self._rx_since_ack = 0
 
+    def keepalive(self, now: float) -> None:
+        """Send a stand-alone ACK at the next poll unless a DATA frame carries the ack first.
+
+        A board busy computing calls this periodically so that the waiting host, which counts
+        silence, can tell a long computation from a dead board (docs/protocol.md, 4.7).
+        """
+        self._now = now
+        if self._state is LinkState.ESTABLISHED and (self._ack_due is None or self._ack_due > now):
+            self._ack_due = now
+
     def next_deadline(self) -> float | None:
         """When poll() must be called next; None when nothing is pending."""
         now = self._now

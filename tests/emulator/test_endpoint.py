@@ -1,7 +1,11 @@
 """BoardEndpoint: the board behind wire bytes, driven by a host-side protocol.Link and a
-simulated clock (deterministic: no sleeps, no threads)."""
+simulated clock (deterministic: no sleeps; background-mode tests sync with the worker thread
+through events, never through wall-clock time)."""
 
 from __future__ import annotations
+
+import select
+import threading
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from emulator.faults import FaultConfig
 from protocol import instructions as ins
 from protocol.addressmap import Block, SystemReg, address
 from protocol.control import ControlErrorCode, ControlKind, decode_control, encode_control
+from protocol.errors import ConfigError
 from protocol.link import Link
 from protocol.records import decode_trace
 from protocol.wire import PROTOCOL_VERSION, Channel
@@ -318,3 +323,91 @@ def test_trace_over_max_message_becomes_an_overflow_error_trace(capsys) -> None:
     assert tr.errors["code"].tolist() == [ErrorCode.OVERFLOW]
     assert int(tr.errors["info32"][0]) >= 1600  # trace words dropped, never silent
     assert "max_message" in capsys.readouterr().err
+
+
+class GatedCore:
+    """The real analog core, held at the gate until the test opens it (a long program)."""
+
+    def __init__(self) -> None:
+        self.inner = None
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def run(self, batch):
+        self.entered.set()
+        assert self.gate.wait(30), "test never opened the gate"
+        return self.inner.run(batch)
+
+
+def _gated_endpoint() -> tuple[BoardEndpoint, GatedCore]:
+    from emulator.analog import AnalogCore
+
+    core = GatedCore()
+    ep = BoardEndpoint(8, core=core)
+    core.inner = AnalogCore(ep.serial, ep.regs)
+    return ep, core
+
+
+CORE_PROGRAM = (ins.timer_reset(), ins.cadc_trigger(), ins.halt())
+
+
+def test_background_program_keeps_the_link_alive_and_replies_in_order() -> None:
+    ep, core = _gated_endpoint()
+    with ep.background() as wake:
+        h = Host(ep)
+        h.link.send(Channel.PLAYBACK, ins.program_bytes(ins.program(*CORE_PROGRAM)), h.now)
+        h.link.send(Channel.CONTROL, encode_control(ControlKind.HELLO,
+                                                    protocol_version=PROTOCOL_VERSION), h.now)
+        h.link.send(Channel.LOOPBACK, b"behind", h.now)
+        for _ in range(10):
+            h.step()
+        assert core.entered.wait(30) and ep.busy
+        heard = h.link.stats.frames_received
+        start = h.now
+        for _ in range(40):  # simulated seconds pass while the core computes
+            h.step()
+        assert h.now - start > 10 * ep.keepalive
+        assert h.inbox == []  # requests behind the program wait for it
+        assert h.link.idle  # but the board acked them
+        assert ep.keepalives_sent >= 10 and h.link.stats.frames_received - heard >= 10
+        assert not select.select([wake], [], [], 0)[0]
+        core.gate.set()
+        assert select.select([wake], [], [], 30)[0]  # the server's select() wakes up
+        got = h.wait(3)
+    assert [c for c, _ in got] == [Channel.PLAYBACK, Channel.CONTROL, Channel.LOOPBACK]
+    assert decode_trace(got[0][1]).cadc.size == 1
+    assert decode_control(got[1][1])[0] == ControlKind.HELLO_REPLY and got[2][1] == b"behind"
+    assert not ep.busy and ep.programs_run == 1
+    assert Host(ep).run(ins.read(SCRATCH), ins.halt()).reads.size == 1  # synchronous again
+
+
+def test_new_session_drops_the_reply_of_an_older_background_program() -> None:
+    ep, core = _gated_endpoint()
+    with ep.background() as wake:
+        old = Host(ep)
+        old.link.send(Channel.PLAYBACK, ins.program_bytes(ins.program(*CORE_PROGRAM)), old.now)
+        old.link.send(Channel.LOOPBACK, b"old", old.now)
+        for _ in range(5):
+            old.step()
+        assert core.entered.wait(30)
+        ep.reset_link()  # a new tcp connection: the old session's requests are moot
+        new = Host(ep)
+        new.now = old.now
+        new.link.send(Channel.LOOPBACK, b"new", new.now)
+        for _ in range(5):
+            new.step()
+        assert new.inbox == []  # the board is still busy with the old program
+        core.gate.set()
+        assert select.select([wake], [], [], 30)[0]
+        assert new.wait(1) == [(Channel.LOOPBACK, b"new")]
+        for _ in range(20):
+            new.step()
+        assert new.inbox == []  # neither the old trace nor the old echo
+
+
+def test_background_is_not_reentrant_and_keepalive_must_be_positive() -> None:
+    ep = BoardEndpoint(1)
+    with ep.background(), pytest.raises(ConfigError), ep.background():
+        pass
+    with pytest.raises(ConfigError):
+        BoardEndpoint(1, keepalive=0)

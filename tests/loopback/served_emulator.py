@@ -1,4 +1,5 @@
-"""`python -m tools.emulator serve` as a subprocess for tests (first stdout line: its URL)."""
+"""`python -m tools.emulator serve` (or another server script) as a subprocess for tests; the
+first stdout line is its URL."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ STARTUP_S = 60.0  # a cold interpreter importing numpy on a loaded 2-core CI box
 class ServedEmulator:
     """A `tools.emulator serve` subprocess and the board URL it printed."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, script: Path | None = None) -> None:
+        command = ["-m", "tools.emulator", "serve"] if script is None else [str(script)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.emulator", "serve", *args],
+            [sys.executable, *command, *args],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
         )
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +16,12 @@ from emulator.usb_backend import EmulatorUSBBackend
 from hostdriver.board import Board
 from hostdriver.link_driver import LinkDriver
 from hostdriver.transports.usb import UsbTransport
+from protocol import instructions as ins
 from protocol.errors import LinkError
 from tools.loopback import loopback_test
+
+SLOW_BOARD = Path(__file__).with_name("slow_board.py")
+CORE_DELAY = 1.5  # seconds the slow board's analog core takes: 3x the host's timeout below
 
 
 @pytest.mark.parametrize("kind", ["inprocess", "tcp"])
@@ -88,3 +94,39 @@ def test_connect_to_nothing_is_link_error() -> None:
     server.stop()
     with pytest.raises(LinkError, match="cannot connect"):
         hostdriver.connect(url, timeout=1.0)
+
+
+def _core_program() -> np.ndarray:
+    """One episode with a CADC sample: the analog core runs once."""
+    return ins.program(ins.timer_reset(), ins.cadc_trigger(), ins.halt())
+
+
+@pytest.mark.parametrize("where", [("--listen", "tcp://127.0.0.1:0"), ("--pty",)])
+def test_program_longer_than_the_timeout_completes(where: tuple[str, ...]) -> None:
+    # the board keeps the link alive while it computes: silence, not run time, is bounded
+    server = ServedEmulator(str(CORE_DELAY), *where, script=SLOW_BOARD)
+    try:
+        with hostdriver.connect(server.url, timeout=0.5) as board:
+            heard = board.link_stats.frames_received
+            trace = board.run(_core_program())
+            assert trace.cadc.size == 1 and trace.halt["status"].tolist() == [0]
+            assert board.link_stats.frames_received - heard >= 3  # keepalives came
+            assert board.loopback(b"after") == b"after"
+    finally:
+        server.stop()
+
+
+def test_board_frozen_mid_program_raises_link_error_after_timeout() -> None:
+    server = ServedEmulator(str(CORE_DELAY), "--listen", "tcp://127.0.0.1:0", script=SLOW_BOARD)
+    try:
+        board = hostdriver.connect(server.url, timeout=0.5)
+        board.loopback(b"warm")  # the program below reaches the board at once
+        timer = threading.Timer(0.3, os.kill, (server.proc.pid, signal.SIGSTOP))
+        timer.start()
+        with pytest.raises(LinkError, match="silent for 0.5 s"):
+            board.run(_core_program())
+        timer.join()
+        board.close()
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()

@@ -465,3 +465,24 @@ def test_send_refuses_messages_over_max_message():
     assert Link().max_message == DEFAULT_MAX_MESSAGE == 512 << 20
     with pytest.raises(ConfigError):
         Link(max_message=0)
+
+
+def test_keepalive_sends_one_ack_unless_data_carries_it():
+    a, b = Link(), Link()
+    a.send(0, b"m", 0.0)
+    b.receive(a.poll(0.0), 0.0)
+    b.poll(1.0)  # the delayed ack is out: nothing pending
+    assert b.poll(1.1) == b"" and b.next_deadline() is None
+    b.keepalive(2.0)
+    assert b.next_deadline() == 2.0
+    frames = FrameDecoder().feed(b.poll(2.0))
+    assert [(f.type, f.ack) for f in frames] == [(FrameType.ACK, 1)]
+    assert b.poll(2.1) == b""  # one per call
+    b.keepalive(3.0)
+    b.send(0, b"data", 3.0)
+    assert [f.type for f in FrameDecoder().feed(b.poll(3.0))] == [FrameType.DATA]
+    c = Link()
+    c.connect(0.0, nonce=b"abcd")
+    c.poll(0.0)
+    c.keepalive(0.01)  # not established: no ACK to send
+    assert c.poll(0.01) == b""
