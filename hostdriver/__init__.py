@@ -1,8 +1,11 @@
-"""strobe hostdriver layer: connect(url) -> Board, transports, the link driver."""
+"""strobe hostdriver layer: connect(url) -> Board, transports, the link driver; ChipConfig,
+Program and TimeGrid re-exported (loaded on first use: `import hostdriver` stays light)."""
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
 from hostdriver.board import Board, BoardInfo
 from hostdriver.link_driver import LinkDriver
@@ -10,7 +13,24 @@ from hostdriver.transports import open_transport
 from hostdriver.url import DEFAULT_URL, ENV_VAR, parse_board_url
 from protocol.link import DEFAULT_MAX_MESSAGE, Link
 
-__all__ = ["Board", "BoardInfo", "LinkDriver", "connect", "resolve_url"]
+if TYPE_CHECKING:
+    from hostdriver.chip import ChipConfig
+    from hostdriver.program import Program
+    from hostdriver.traces import TimeGrid
+
+__all__ = ["Board", "BoardInfo", "ChipConfig", "LinkDriver", "Program", "TimeGrid", "connect",
+           "resolve_url"]
+_LAZY = {"ChipConfig": "hostdriver.chip", "Program": "hostdriver.program",
+         "TimeGrid": "hostdriver.traces"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hostdriver' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def resolve_url(url: str | None = None) -> str:

@@ -80,6 +80,11 @@ class Board:
         driver.connect()
         self.info = self._hello()
 
+    def refresh_info(self) -> BoardInfo:
+        """Read HELLO again and update `info` (after flashing, the firmware version changed)."""
+        self.info = self._hello()
+        return self.info
+
     # ------------------------------------------------------------------ handshake
     def _hello(self) -> BoardInfo:
         try:
@@ -209,11 +214,18 @@ class Board:
         return trace
 
     def write(self, addrs: Any, values: Any, *, timeout: float | None = None) -> None:
-        """Write registers (arrays of addresses and values, same length)."""
+        """Write registers (arrays of addresses and values, same length).
+
+        Raw writes bypass the chip config model (hostdriver.chip), so its belief of what this
+        board holds is dropped: the next ChipConfig.write() writes every word.
+        """
         a, v = np.asarray(addrs), np.asarray(values)
         if a.shape != v.shape:
             raise ConfigError(f"write: {a.size} addresses but {v.size} values")
-        self.run(ins.program(ins.write(a, v), ins.halt()), timeout=timeout)
+        try:
+            self.run(ins.program(ins.write(a, v), ins.halt()), timeout=timeout)
+        finally:
+            self._forget_chip_config()
 
     def read(self, addrs: Any, *, timeout: float | None = None) -> np.ndarray:
         """Read registers; returns uint32 values in the order of `addrs`."""
@@ -253,8 +265,17 @@ class Board:
         )
 
     def chip_reset(self) -> None:
-        """All chip registers back to their reset values."""
-        self._expect_ack(ControlKind.CHIP_RESET, {})
+        """All chip registers back to their reset values (the chip config model's belief of
+        this board is dropped, as for write())."""
+        try:
+            self._expect_ack(ControlKind.CHIP_RESET, {})
+        finally:
+            self._forget_chip_config()
+
+    def _forget_chip_config(self) -> None:
+        from hostdriver.chip import state  # lazy: the config model sits above the board
+
+        state.forget(self)
 
     def _expect_ack(self, kind: ControlKind, fields: dict[str, Any]) -> None:
         rkind, rfields = self.control((kind, fields))

@@ -30,6 +30,7 @@ class StubBoard:
         self.version = version
         self.refuse_hello = refuse_hello
         self.silent = False  # stops answering (but keeps swallowing bytes)
+        self.firmware_version = 0x010203
         self.faults: dict | None = None
 
     def receive(self, data: bytes, now: float) -> None:
@@ -51,7 +52,7 @@ class StubBoard:
                 )
             return encode_control(
                 ControlKind.HELLO_REPLY, protocol_version=self.version, serial=0xABCDEF,
-                firmware_version=0x010203, chip_id=7, board_kind="stub",
+                firmware_version=self.firmware_version, chip_id=7, board_kind="stub",
             )
         if kind == ControlKind.SET_FAULTS:
             self.faults = fields
@@ -223,3 +224,58 @@ def test_trace_over_max_message_is_link_error_and_programs_over_it_config_error(
         # the board's link has the default bound, so it sends a 12.8 kB trace in full
         with pytest.raises(LinkError, match="max_message"):
             board.run(ins.program(*([ins.read(scratch, 16)] * 100), ins.halt()))
+
+
+def test_refresh_info_reads_hello_again() -> None:
+    stub = StubBoard()
+    with stub_board(stub) as board:
+        assert board.info.firmware == "1.2.3"
+        stub.firmware_version = 0x020001  # flashed and rebooted into another image
+        info = board.refresh_info()
+        assert info is board.info and info.firmware == "2.0.1"
+        assert (info.serial, info.url) == (0xABCDEF, "emu://stub")
+
+
+def test_raw_writes_and_chip_reset_invalidate_the_chip_config_belief() -> None:
+    import numpy as np
+
+    from hostdriver.chip import ChipConfig, state
+    from protocol.addressmap import Block, SystemReg, address
+
+    scratch = address(Block.SYSTEM, SystemReg.SCRATCH0)
+    with connect("emu://") as board:
+        state.remember(board, ChipConfig())
+        board.write([scratch], [1])
+        assert state.believed(board) is None
+        state.remember(board, ChipConfig())
+        board.chip_reset()
+        assert state.believed(board) is None
+        state.remember(board, ChipConfig())
+        with pytest.raises(BoardError):  # a failed write leaves the board's state unknown too
+            board.write([address(Block.SYSTEM, SystemReg.SERIAL_LO)], [5])
+        assert state.believed(board) is None
+        state.remember(board, ChipConfig())
+        board.read(np.array([scratch]))  # reads change nothing
+        assert state.believed(board) is not None
+
+
+def test_chip_config_program_and_time_grid_are_re_exported() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import hostdriver
+    from hostdriver.chip import ChipConfig
+    from hostdriver.program import Program
+    from hostdriver.traces import TimeGrid
+
+    assert (hostdriver.ChipConfig, hostdriver.Program, hostdriver.TimeGrid) == (
+        ChipConfig, Program, TimeGrid)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        hostdriver.Nope  # noqa: B018
+    # a fresh interpreter: no import cycle whichever name comes first
+    code = "from hostdriver import TimeGrid, Program, ChipConfig, connect; print('ok')"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=root)
+    assert done.stdout.strip() == "ok", done.stderr
