@@ -80,8 +80,6 @@ def _calibration(args: argparse.Namespace, board: Any) -> Any:
     import calibration
     from training.board import training_targets
 
-    if args.calibration and args.calibrate:
-        raise ConfigError("give either --calibration FILE or --calibrate, not both")
     if args.calibration:
         result = calibration.load(args.calibration)
         result.check_serial(board.info.serial, source=f"calibration file {args.calibration}")
@@ -119,23 +117,33 @@ def build_network(args: argparse.Namespace, n_in: int, n_out: int) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    from training import board as tb
-    from training.loss import PNASLoss
-    from training.trainer import TrainConfig, train
-
     if args.epochs < 0:
         raise ConfigError(f"--epochs must be >= 0, got {args.epochs}")
     if args.resume and not args.checkpoint:
         raise ConfigError("--resume needs --checkpoint DIR")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.calibration and args.calibrate:
+        raise ConfigError("give either --calibration FILE or --calibrate, not both")
     if args.sim and (args.calibration or args.calibrate):
         raise ConfigError("--sim trains in software: --calibration/--calibrate need a board")
     if not args.sim and args.dropout > 0:
         raise ConfigError("--dropout works with --sim only (the chip cannot silence neurons "
                           "per sample)")
+    threads_before = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    try:
+        return _main(args)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from training import board as tb
+    from training.loss import PNASLoss
+    from training.trainer import TrainConfig, train
+
     train_set, test_set = load_data(args.dataset, args.data_dir)
     n_out = max(train_set.n_classes, test_set.n_classes)
     net = build_network(args, train_set.n_inputs, n_out)
