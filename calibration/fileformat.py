@@ -79,10 +79,21 @@ def _checksum(body: dict[str, Any]) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
+def _render(value: Any, indent: int) -> str:
+    """JSON with objects indented and every array on one line (512 codes = one line)."""
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        pad = " " * (indent + 1)
+        items = [f"{pad}{json.dumps(k)}: {_render(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    return json.dumps(value, allow_nan=False)
+
+
 def dumps(result: CalibrationResult) -> str:
     body = _body(result)
     body["checksum"] = _checksum(body)
-    return json.dumps(body, indent=1, allow_nan=False) + "\n"
+    return _render(body, 0) + "\n"
 
 
 def save(result: CalibrationResult, path: str | os.PathLike[str]) -> Path:

@@ -1,13 +1,15 @@
 """Refractory time: a digital counter, computed from the target, then verified by measurement.
 
-refractory = count * 2**clock ticks of 8 ns (count 0..255, clock 0..15): the smallest clock whose
-count fits gives the finest step (8 ns up to 2.04 us, then 16 ns, ...). Verification: threshold
-far below the reset and the leak far above it, so a neuron spikes at the episode start, is held
-for the refractory time, and on release (V = reset >= threshold, rising) spikes again at once: its
-inter-spike interval *is* the refractory time. Measured = median interval per neuron; neurons off
-by more than the tolerance are listed in a CalibrationWarning (a chip or emulator that cannot
-resolve that refractory time; the emulator integrates in 0.512 us steps and re-fires at a step's
-end, so shorter refractory times read as one step).
+refractory = count * 2**clock ticks of 8 ns (count 0..255, clock 0..15): the smallest clock
+whose count fits gives the finest step (8 ns up to 2.04 us, then 16 ns, ...). Verification:
+threshold far below the reset and the leak far above it, so a neuron spikes at the episode
+start, is held for the refractory time, and on release (V = reset >= threshold, rising) spikes
+again at once: its inter-spike interval *is* the refractory time. Measured = median interval per
+neuron (refractory times over MAX_VERIFY_US are measured at a smaller count with the same clock
+and scaled; clocks whose one count exceeds it stay unmeasured, NaN); neurons off by more than
+the tolerance are listed in a CalibrationWarning (a chip or emulator that cannot resolve that
+refractory time; the emulator integrates in 0.512 us steps and re-fires at a step's end, so
+shorter refractory times read as one step).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ MAX_COUNT, MAX_CLOCK = 255, 15
 TOLERANCE_US = 0.02  # measured vs programmed (the programmed value is exact in 8 ns ticks)
 TOLERANCE_REL = 0.01
 LEAK_HIGH = 1000
+MAX_VERIFY_US = 40.0  # longer refractory times are verified at a shorter count (same clock)
 
 
 def counter_codes(target_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +66,7 @@ def measure_refractory(session: Session, count: np.ndarray, clock: np.ndarray) -
     nrn.spike_output = True
     nrn.refractory_count = count
     nrn.refractory_clock = clock
-    t_max = float(programmed_us(count, clock).max())
+    t_max = max(float(programmed_us(count, clock).max()), 0.1)
     duration = 2.5 * t_max + 1.0
     (data,) = session.measure([Block(cfg, 1, duration)], "refractory")
     return spike_intervals(data)
@@ -81,19 +84,29 @@ class RefractoryRoutine(Routine):
         target = targets.per_neuron("refractory")
         limit = programmed_us(MAX_COUNT, MAX_CLOCK)
         over = np.flatnonzero(target > limit + 0.5 * (1 << MAX_CLOCK) / TICKS_PER_US)
-        if over.size and not self.clamp:
-            err = CalibrationError(
-                f"refractory: target out of reach for {over.size} neuron(s) "
-                f"{over[:10].tolist()}: the counter reaches 0..{limit:.6g} us")
-            err.neurons = over
-            raise err
+        if over.size:
+            msg = (f"refractory: target out of reach for {over.size} neuron(s) "
+                   f"{over[:10].tolist()}: the counter reaches 0..{limit:.6g} us")
+            if not self.clamp:
+                err = CalibrationError(msg)
+                err.neurons = over
+                raise err
+            warnings.warn(msg + "; clamped to the longest", CalibrationWarning, stacklevel=3)
         count, clock = counter_codes(np.minimum(target, limit))
         programmed = programmed_us(count, clock)
         measured = programmed.copy()
         if self.verify and programmed.max() > 0:
-            measured = measure_refractory(session, count, clock)
+            # long times are verified at a smaller count with the same clock (the counter is
+            # digital: its clock scale is what can go wrong), then scaled back
+            # (clocks whose single count exceeds that are left unmeasured: NaN)
+            per_count = (1 << clock) / TICKS_PER_US
+            v_count = np.minimum(count, MAX_VERIFY_US // per_count).astype(np.int64)
+            measured = measure_refractory(session, v_count, clock)
+            measured = np.where(v_count > 0, measured * count / np.maximum(v_count, 1), np.nan)
+            measured = np.where(count == 0, 0.0, measured)
             tol = np.maximum(TOLERANCE_US, TOLERANCE_REL * programmed)
-            bad = np.flatnonzero((programmed > 0) & ~(np.abs(measured - programmed) <= tol))
+            bad = np.flatnonzero((programmed > 0) & np.isfinite(measured)
+                                 & ~(np.abs(measured - programmed) <= tol))
             if bad.size:
                 warnings.warn(
                     f"refractory: {bad.size} neuron(s) fire at intervals that differ from the "

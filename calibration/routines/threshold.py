@@ -56,9 +56,12 @@ def prepare_trajectory(session: Session, targets: Targets, leak_slope: np.ndarra
     caps = cfg.neuron_capmem
     slope = (np.full(512, nominal.V_PER_CODE_MV / nominal.CADC_MV_PER_LSB)
              if leak_slope is None else leak_slope)
+    # the window covers each neuron's target and the median target (where the uncalibrated
+    # chip's thresholds lie: the "before" measurement happens at its nominal code)
     theta = targets.per_neuron("threshold")
-    low = np.clip(theta - BELOW_LSB, *WINDOW)
-    high = np.clip(theta + ABOVE_LSB, *WINDOW)
+    median = targets.scalar("threshold")
+    low = np.clip(np.minimum(theta, median) - BELOW_LSB, *WINDOW)
+    high = np.clip(np.maximum(theta, median) + ABOVE_LSB, *WINDOW)
     shift = low - targets.per_neuron("leak")
     caps[NeuronCell.V_LEAK] = np.clip(caps[NeuronCell.V_LEAK] + np.rint(shift / slope), 0,
                                       CAPMEM_MAX)
