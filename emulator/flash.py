@@ -125,6 +125,12 @@ class FlashGeometry:
 
 
 # ------------------------------------------------------------------------------ storage
+def _check_range(offset: int, length: int, size: int) -> None:
+    """Storage access must lie inside the device: a range past the end is a caller bug."""
+    if offset < 0 or length < 0 or offset + length > size:
+        raise FlashError(f"flash access {offset}..{offset + length} outside the device (0..{size})")
+
+
 class MemoryStorage:
     """Flash contents in memory, sparse by block: a region never programmed costs nothing."""
 
@@ -144,6 +150,7 @@ class MemoryStorage:
             pos += n
 
     def read(self, offset: int, length: int) -> bytes:
+        _check_range(offset, length, self.size)
         out = bytearray(b"\xff") * length
         for index, inner, at, n in self._spans(offset, length):
             data = self._blocks.get(index)
@@ -152,6 +159,7 @@ class MemoryStorage:
         return bytes(out)
 
     def write(self, offset: int, data: bytes) -> None:
+        _check_range(offset, len(data), self.size)
         view = memoryview(data)
         for index, inner, at, n in self._spans(offset, len(data)):
             buf = self._blocks.get(index)
@@ -190,9 +198,11 @@ class FileStorage:
         self._fd = os.open(path, os.O_RDWR)
 
     def read(self, offset: int, length: int) -> bytes:
+        _check_range(offset, length, self.size)
         return os.pread(self._fd, length, offset)
 
     def write(self, offset: int, data: bytes) -> None:
+        _check_range(offset, len(data), self.size)
         view = memoryview(data)
         while view:
             n = os.pwrite(self._fd, view, offset)

@@ -298,6 +298,10 @@ def test_memory_storage_matches_a_flat_buffer(writes, read):
         mem.write(offset, data)
         flat[offset : offset + len(data)] = data
     offset, length = read
-    assert mem.read(offset, length) == bytes(flat[offset : offset + length])
+    if offset + length > size:
+        with pytest.raises(FlashError):
+            mem.read(offset, length)
+    else:
+        assert mem.read(offset, length) == bytes(flat[offset : offset + length])
     pages = np.frombuffer(bytes(flat[: size // 256 * 256]), np.uint8).reshape(-1, 256)
     assert (mem.erased_pages() == (pages == 0xFF).all(axis=1)).all()
