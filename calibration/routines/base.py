@@ -97,9 +97,9 @@ def check_reach(name: str, sr: SearchResult, unit: str, clamp: bool) -> np.ndarr
     lo = sr.range_lo.reshape(-1)[bad]
     hi = sr.range_hi.reshape(-1)[bad]
     got = sr.values.reshape(-1)[bad]
-    shown = ", ".join(
+    shown = "; ".join(
         f"{int(i % N_NEURONS)}: target {t:.3g} {unit}, reaches "
-        f"{_fmt_range(a, b, g)}"
+        f"{_fmt_range(a, b, g, t)}"
         for i, t, a, b, g in zip(bad[:10], tgt, lo, hi, got, strict=False))
     more = f" and {bad.size - 10} more" if bad.size > 10 else ""
     msg = (f"{name}: target out of reach for {bad.size} neuron(s) ({shown}{more}); "
@@ -114,13 +114,12 @@ def check_reach(name: str, sr: SearchResult, unit: str, clamp: bool) -> np.ndarr
     return bad
 
 
-def _fmt_range(a: float, b: float, got: float) -> str:
+def _fmt_range(a: float, b: float, got: float, target: float) -> str:
     ends = [x for x in (a, b) if np.isfinite(x)]
     if len(ends) == 2:
         return f"{min(ends):.3g}..{max(ends):.3g}"
-    if ends:
-        return f"at most/least {ends[0]:.3g} (measured {got:.3g} at the range end)"
-    return f"{got:.3g} at the range end"
+    side = "at most" if target > got else "at least"
+    return f"{side} {got:.3g}"
 
 
 # ---------------------------------------------------------------------- reductions

@@ -30,7 +30,7 @@ from ..result import CalibrationResult, ParameterResult
 from ..session import Block as MBlock
 from ..session import Session
 from ..targets import Targets
-from .base import Routine, cadc_mean, run_alone
+from .base import Routine, run_alone
 
 __all__ = ["CADCRoutine", "calibrate", "measure_deviation"]
 
@@ -103,11 +103,6 @@ def raise_clipped(bad: np.ndarray, level: float) -> None:
         "targets.cadc_reference nearer the middle (30..210)")
     err.neurons = bad
     raise err
-
-
-def cadc_readings(data: Any) -> np.ndarray:
-    """[512] mean code per channel (helper for tests and tools)."""
-    return cadc_mean(data)
 
 
 def calibrate(board: Any, targets: Targets | None = None, *,

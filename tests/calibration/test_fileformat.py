@@ -7,9 +7,12 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import calibration
 from calibration import CalibrationResult, ParameterResult, Targets, fileformat
+from calibration.result import CELLS
 from hostdriver.chip import ChipConfig, GlobalCell, NeuronCell, believed
 from protocol.errors import CalibrationError
 
@@ -201,3 +204,35 @@ def test_merge_refuses_other_chips() -> None:
         small_result(1).merge(small_result(2))
     merged = small_result(1).merge(small_result(1))
     assert set(merged.parameters) == set(small_result(1).parameters)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), serial=st.integers(0, 2**64 - 1),
+       names=st.sets(st.sampled_from(sorted(CELLS)), min_size=1))
+def test_random_results_round_trip(seed: int, serial: int, names: set[str]) -> None:
+    rng = np.random.default_rng(seed)
+    r = CalibrationResult(serial, Targets(leak=float(rng.uniform(30, 200))))
+    for name in names:
+        lo, hi = fileformat._CODE_RANGE.get(CELLS[name], (0, 1022))
+        vals = rng.normal(0, 1, (3, N))
+        vals[:, rng.integers(0, N, 5)] = np.nan
+        r.add(ParameterResult(name, vals[0], rng.integers(lo, hi + 1, N), vals[1], vals[2]))
+    back = fileformat.loads(fileformat.dumps(r))
+    assert back.serial == serial and set(back.parameters) == names
+    for name in names:
+        np.testing.assert_array_equal(back[name].codes, r[name].codes)
+        np.testing.assert_array_equal(back[name].after, r[name].after)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pos=st.integers(0, 10**9), byte=st.integers(0, 255))
+def test_any_single_byte_change_is_refused_or_harmless(pos: int, byte: int) -> None:
+    text = fileformat.dumps(small_result()).encode()
+    i = pos % len(text)
+    damaged = text[:i] + bytes([byte]) + text[i + 1:]
+    try:
+        back = fileformat.loads(damaged)
+    except CalibrationError:
+        return
+    # accepted only if the content is unchanged (e.g. whitespace that JSON ignores)
+    assert fileformat.dumps(back) == fileformat.dumps(small_result())
