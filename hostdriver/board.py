@@ -183,13 +183,20 @@ class Board:
             outstanding -= 1
 
     # ------------------------------------------------------------------ playback
-    def run(self, program: np.ndarray | bytes, *, timeout: float | None = None) -> Trace:
+    def run(
+        self,
+        program: np.ndarray | bytes,
+        *,
+        timeout: float | None = None,
+        max_seconds: float | None = None,
+    ) -> Trace:
         """Run a playback program, return its decoded trace.
 
         timeout: longest silence of the board (default: the connection's) while it executes;
-        run time itself is unbounded, since a busy board sends keepalives (docs/protocol.md,
-        4.7), while a frozen or dead one raises LinkError after `timeout`. ERROR records
-        raise BoardError with the complete trace attached as `.trace`.
+        a busy board sends keepalives (docs/protocol.md, 4.7), while a frozen or dead one
+        raises LinkError after `timeout`. max_seconds: optional bound on the whole run
+        (LinkError past it; the connection is then closed for use). ERROR records raise
+        BoardError with the complete trace attached as `.trace`.
         """
         from protocol.records import decode_trace
 
@@ -197,7 +204,7 @@ class Board:
             data = bytes(program)
         else:
             data = ins.program_bytes(program)
-        reply = self._driver.request(Channel.PLAYBACK, data, timeout)
+        reply = self._driver.request(Channel.PLAYBACK, data, timeout, max_seconds)
         trace = decode_trace(reply)
         errors = trace.errors
         if len(errors):

@@ -123,10 +123,15 @@ class LinkDriver:
         if flush:
             self._flush()
 
-    def receive(self, channel: int, timeout: float | None = None) -> bytes:
+    def receive(
+        self, channel: int, timeout: float | None = None, max_seconds: float | None = None
+    ) -> bytes:
         """The next message on `channel`, waiting while the board keeps talking.
 
-        LinkError when no valid frame arrives for `timeout` seconds (default self.timeout).
+        LinkError when no valid frame arrives for `timeout` seconds (default self.timeout), or
+        when the message has not come within `max_seconds` in all (None: no overall bound; a
+        busy board keeps the link alive with keepalives). After an overall time-out the
+        connection is closed for use: a late answer could otherwise be taken for the next one.
         """
         self._check()
         box = self._inbox.get(channel)
@@ -134,13 +139,18 @@ class LinkDriver:
             return box.popleft()
         limit = self.timeout if timeout is None else float(timeout)
         heard = self.link.stats.frames_received
-        quiet_since = self._clock()
+        quiet_since = started = self._clock()
         while True:
             self.pump(min(_MAX_WAIT, max(0.0, quiet_since + limit - self._clock())))
             box = self._inbox.get(channel)
             if box:
                 return box.popleft()
             now = self._clock()
+            if max_seconds is not None and now - started >= max_seconds:
+                self._fail(
+                    f"{self.transport.url}: no {_channel_name(channel)} answer within "
+                    f"{max_seconds:.3g} s (the board is alive but still busy; allow more time)"
+                )
             if self.link.stats.frames_received != heard:
                 heard = self.link.stats.frames_received
                 quiet_since = now
@@ -150,10 +160,16 @@ class LinkDriver:
                     f"{_channel_name(channel)} message ({self.link.in_flight} frames unacked)"
                 )
 
-    def request(self, channel: int, message: bytes, timeout: float | None = None) -> bytes:
+    def request(
+        self,
+        channel: int,
+        message: bytes,
+        timeout: float | None = None,
+        max_seconds: float | None = None,
+    ) -> bytes:
         """Send one message and wait for the next message on the same channel."""
         self.send(channel, message)
-        return self.receive(channel, timeout)
+        return self.receive(channel, timeout, max_seconds)
 
     def pump(self, wait: float) -> int:
         """One round: transmit what is due, read for up to `wait` s (less if the link has a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,4 +130,20 @@ def test_board_frozen_mid_program_raises_link_error_after_timeout() -> None:
         board.close()
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()
+
+
+def test_busy_board_beyond_max_seconds_raises_link_error_and_closes() -> None:
+    # the overall bound holds even though keepalives prove the board alive
+    server = ServedEmulator(str(CORE_DELAY), "--listen", "tcp://127.0.0.1:0", script=SLOW_BOARD)
+    try:
+        board = hostdriver.connect(server.url, timeout=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(LinkError, match="no PLAYBACK answer within 0.4 s"):
+            board.run(_core_program(), max_seconds=0.4)
+        assert time.monotonic() - t0 < CORE_DELAY
+        with pytest.raises(LinkError):  # a late trace must not be taken for the next answer
+            board.loopback(b"after")
+        board.close()
+    finally:
         server.stop()
