@@ -87,9 +87,11 @@ def run_alone(routine: Routine, board: Any, targets: Targets | None,
     return result
 
 
-def check_reach(name: str, sr: SearchResult, unit: str, clamp: bool) -> np.ndarray:
+def check_reach(name: str, sr: SearchResult, unit: str, clamp: bool,
+                rows: Sequence[str] = ()) -> np.ndarray:
     """Neurons whose target no code reaches: CalibrationError naming them and their reachable
-    range, or (clamp=True) a CalibrationWarning listing them; returns their indices (flat)."""
+    range, or (clamp=True) a CalibrationWarning listing them; returns their indices (flat).
+    rows: names of the rows of a stacked [k, 512] search (e.g. exc, inh)."""
     bad = np.flatnonzero(sr.unreachable.reshape(-1))
     if bad.size == 0:
         return bad
@@ -97,9 +99,13 @@ def check_reach(name: str, sr: SearchResult, unit: str, clamp: bool) -> np.ndarr
     lo = sr.range_lo.reshape(-1)[bad]
     hi = sr.range_hi.reshape(-1)[bad]
     got = sr.values.reshape(-1)[bad]
+
+    def who(i: int) -> str:
+        n = str(int(i % N_NEURONS))
+        return f"{rows[i // N_NEURONS]} {n}" if rows else n
+
     shown = "; ".join(
-        f"{int(i % N_NEURONS)}: target {t:.3g} {unit}, reaches "
-        f"{_fmt_range(a, b, g, t)}"
+        f"{who(i)}: target {t:.3g} {unit}, reaches {_fmt_range(a, b, g, t)}"
         for i, t, a, b, g in zip(bad[:10], tgt, lo, hi, got, strict=False))
     more = f" and {bad.size - 10} more" if bad.size > 10 else ""
     msg = (f"{name}: target out of reach for {bad.size} neuron(s) ({shown}{more}); "

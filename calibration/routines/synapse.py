@@ -122,7 +122,7 @@ class SynapseRoutine(Routine):
             code_transform=(nominal.log_lin_code, nominal.log_lin_code_inverse))
         sr = search.search(lambda c, r: measure_strength(session, c, targets, r), target,
                            increasing=True, start=start)
-        clamped = check_reach("synaptic strength", sr, "LSB", self.clamp)
+        clamped = check_reach("synaptic strength", sr, "LSB", self.clamp, rows=("exc", "inh"))
         session.config.global_capmem[GlobalCell.I_BIAS_SYNAPSE_DAC] = targets.synapse_dac
         out = []
         for i, name in enumerate(NAMES):

@@ -112,7 +112,7 @@ class TauSynRoutine(Routine):
                                             final_repeats=FINAL_REPEATS)
         sr = search.search(lambda c, r: measure_tau_syn(session, c, target, r), target,
                            increasing=False, start=start)
-        clamped = check_reach("tau_syn", sr, "us", self.clamp)
+        clamped = check_reach("tau_syn", sr, "us", self.clamp, rows=("exc", "inh"))
         out = []
         for i, name in enumerate(NAMES):
             session.config.neuron_capmem[CELLS[i]] = sr.codes[i]

@@ -87,7 +87,7 @@ def test_unreachable_target_names_neurons_and_range(boards, full) -> None:
     msg = str(e.value)
     assert "synaptic strength: target out of reach for 3 neuron(s)" in msg
     for n in weak:
-        assert f"{n}: target 40 LSB, reaches " in msg
+        assert f"exc {n}: target 40 LSB, reaches at most " in msg
     np.testing.assert_array_equal(e.value.neurons, weak)
 
 
