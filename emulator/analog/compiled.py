@@ -46,6 +46,8 @@ class SimConfig:
     threads: int | None = 1  # torch intra-op threads during run (None: leave as is); small
     #                          in-cache ops run best single-threaded, above all on a busy host
     workers: int = 2  # chunks of episodes simulated concurrently (threads)
+    kernels: bool = True  # compiled kernels (kernels.py) where numba is installed; False: the
+    #                       torch reference path (same results bit for bit, tested)
 
     def __post_init__(self) -> None:
         if self.dt_ticks is None:

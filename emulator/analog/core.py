@@ -11,6 +11,7 @@ import torch
 from protocol.addressmap import N_NEURONS, CrossbarInput, ReadoutSource
 from protocol.errors import ConfigError
 
+from . import fast, kernels
 from . import readout as ro
 from .background import background_events
 from .batch import EpisodeBatch, EpisodeResult
@@ -24,10 +25,19 @@ from .compiled import (
     with_noise,
 )
 from .events import arrival, block_range, dense_jumps, event_jumps, source_groups
+from .fast import EventStream, LayerSources
 from .mismatch import ChipMismatch, MismatchConfig
 from .noise import SALT_CADC, SALT_MADC, SALT_MEMBRANE, NoiseTable
 from .params import TorchParams, slot_major
-from .simulate import Recurrence, add_blocks, lif_spikes, run_layer, to_ticks
+from .simulate import (
+    LayerOut,
+    Recurrence,
+    add_blocks,
+    follow_spikes,
+    lif_spikes,
+    run_layer,
+    to_ticks,
+)
 
 MADC_NEURON_MASK = 0x1FF
 MADC_SOURCE_SHIFT = 9
@@ -42,6 +52,19 @@ class _Model:
     layer_params: list[TorchParams]
     has_rec: bool  # any on-chip event reaches a synapse
     fpga_cache: dict[int, tuple[torch.Tensor, bool]]
+
+
+@dataclass
+class _Sources:
+    """Input sources of a batch (FPGA labels, background pairs): slot jumps [P, 4, N] and, as the
+    chosen path needs them, the reference's source groups ([general] + one list per layer) or
+    the kernels' per-layer tables."""
+
+    w: torch.Tensor
+    ranges: np.ndarray  # [P, 2] block range per source (events.block_range)
+    rank: np.ndarray  # [P] group rank (fast.group_rank)
+    groups: list[list] | None = None
+    layers: list[LayerSources] | None = None
 
 
 @dataclass
@@ -94,6 +117,7 @@ class AnalogCore:
         self._executor: ThreadPoolExecutor | None = None
         self._executor_workers = 0
         self.force_general = False  # tests: never take the layered path
+        self.capture: list | None = None  # tests: a list collects (episodes, grids, spikes)
 
     def _pool(self, workers: int) -> ThreadPoolExecutor:
         """Threads for independent chunks (torch ops release the GIL)."""
@@ -179,7 +203,7 @@ class AnalogCore:
         w_src = torch.cat(src_rows) if len(src_rows) > 1 else src_rows[0]
         ev = (np.concatenate(ev_row), np.concatenate(ev_ep), np.concatenate(ev_t))
         key = uniq.tobytes() + (pairs.tobytes() if bs.size else b"")
-        groups = self._groups(m, w_src, key)
+        groups = self._sources(m, w_src, key)
 
         cadc = np.zeros((b.cadc_time.size, N_NEURONS), np.uint8)
         madc = np.zeros(b.madc_time.size, np.uint16)
@@ -234,21 +258,37 @@ class AnalogCore:
             spike_counts=counts.astype(np.uint32),
         )
 
-    def _groups(self, m: _Model, w_src: torch.Tensor, key: bytes) -> list[list]:
-        """Source groups (pre-multiplied jump tables): [general] + one list per layer."""
-        if self._group_cache is not None and self._group_cache[0] == (m.version, key) and (
-                self._group_cache[1] is m):
-            return self._group_cache[2]
+    @property
+    def use_kernels(self) -> bool:
+        """Whether runs take the compiled kernels (numba installed, SimConfig.kernels)."""
+        return kernels.AVAILABLE and self.sim.kernels
+
+    def _kernel_layers(self, m: _Model) -> bool:
+        return self.use_kernels and m.layers is not None and not self.force_general
+
+    def _sources(self, m: _Model, w_src: torch.Tensor, key: bytes) -> _Sources:
+        """Jump tables of the batch's sources (cached per register version and source set),
+        built for the path(s) this run takes before the chunks start."""
+        c = self._group_cache
+        if c is not None and c[0] == (m.version, key) and c[1] is m:
+            src = c[2]
+        else:
+            ranges = block_range(w_src)
+            src = _Sources(w_src, ranges, fast.group_rank(ranges))
+            self._group_cache = ((m.version, key), m, src)
         p = m.params
-        ranges = block_range(w_src)
-        out = [source_groups(w_src, p.f_i, p.f_v, ranges)]
-        for idx, lp in zip(m.layers or [], m.layer_params, strict=False):
-            out.append(source_groups(w_src[:, :, idx], lp.f_i, lp.f_v, ranges))
-        self._group_cache = ((m.version, key), m, out)
-        return out
+        kern = self._kernel_layers(m)
+        if kern and src.layers is None:
+            src.layers = [fast.layer_sources(w_src, src.ranges, idx) for idx in m.layers]
+        if (not kern or any(lp.has_adex for lp in m.layer_params)) and src.groups is None:
+            out = [source_groups(w_src, p.f_i, p.f_v, src.ranges)]
+            for idx, lp in zip(m.layers or [], m.layer_params, strict=False):
+                out.append(source_groups(w_src[:, :, idx], lp.f_i, lp.f_v, src.ranges))
+            src.groups = out
+        return src
 
     def _run_chunk(self, m: _Model, b: EpisodeBatch, ids: np.ndarray, sel_ep: np.ndarray,
-                   t_steps: int, groups: list[list], ev: tuple[np.ndarray, ...],
+                   t_steps: int, src: _Sources, ev: tuple[np.ndarray, ...],
                    cadc: np.ndarray, madc: np.ndarray, counts: np.ndarray,
                    spk_parts: list) -> None:
         chip, p = m.chip, m.params
@@ -260,27 +300,36 @@ class AnalogCore:
         step, qbin = arrival(torch.from_numpy(ev_t[sel]), chip.sim.route_delay_ticks, dt)
         ok = (step < t_steps).numpy()
         ext = (step.numpy()[ok], local[ev_ep[sel]][ok], ev_row[sel][ok], qbin.numpy()[ok])
-        noise = None
+        starts = None
         if float(p.noise_step.abs().max()) > 0:
             starts = self.noise.offsets(SALT_MEMBRANE, b.noise_key, ids[sel_ep][None, :],
                                         np.arange(t_steps)[:, None])  # [T, E]
-            canon = chip.canon
-            if (np.diff(canon) == 1).all():  # one contiguous window per (step, episode)
-                rows = torch.index_select(self.noise.windows(canon.size), 0,
-                                          torch.from_numpy(starts.reshape(-1) + int(canon[0])))
-            else:
-                rows = torch.index_select(self.noise.windows(N_NEURONS), 0, torch.from_numpy(
-                    starts.reshape(-1)))[:, torch.from_numpy(canon)]
-            noise = rows.mul_(p.noise_step).view(t_steps, n_ep, -1)
         keep_syn, keep_ad = self._needs(chip, b)
-        if m.layers is not None and not self.force_general:
-            grids, spikes = self._layered(m, groups[1:], ext, noise, n_ep, t_steps, keep_syn,
-                                          keep_ad)
+        if self._kernel_layers(m):
+            grids, spikes = self._layered(m, src, ext, starts, n_ep, t_steps, keep_syn, keep_ad)
+        elif m.layers is not None and not self.force_general:
+            grids, spikes = self._layered(m, src, ext, starts, n_ep, t_steps, keep_syn, keep_ad,
+                                          kern=False)
         else:
-            grids, spikes = self._general(m, groups[0], ext, noise, n_ep, t_steps, keep_syn,
+            noise = None if starts is None else self._dense_noise(m, starts, n_ep, t_steps)
+            grids, spikes = self._general(m, src.groups[0], ext, noise, n_ep, t_steps, keep_syn,
                                           keep_ad)
+        if self.capture is not None:
+            self.capture.append((sel_ep, grids, spikes))
         self._collect_spikes(chip, b, sel_ep, spikes, counts, spk_parts)
         self._readout(m, b, ids, local, grids, cadc, madc)
+
+    def _dense_noise(self, m: _Model, starts: np.ndarray, n_ep: int, t_steps: int
+                     ) -> torch.Tensor:
+        """[T, E, N] membrane noise (mV) per step of every neuron (torch reference path)."""
+        canon = m.chip.canon
+        if (np.diff(canon) == 1).all():  # one contiguous window per (step, episode)
+            rows = torch.index_select(self.noise.windows(canon.size), 0,
+                                      torch.from_numpy(starts.reshape(-1) + int(canon[0])))
+        else:
+            rows = torch.index_select(self.noise.windows(N_NEURONS), 0, torch.from_numpy(
+                starts.reshape(-1)))[:, torch.from_numpy(canon)]
+        return rows.mul_(m.params.noise_step).view(t_steps, n_ep, -1)
 
     def _general(self, m: _Model, groups: list, ext: tuple, noise: torch.Tensor | None,
                  n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool
@@ -294,16 +343,17 @@ class AnalogCore:
         idx = torch.arange(p.n)
         return [_Grid(idx, out.v, out.syn, out.adapt)], out.spikes.tensors()[:3]
 
-    def _layered(self, m: _Model, layer_groups: list[list], ext: tuple,
-                 noise: torch.Tensor | None,
-                 n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool
+    def _layered(self, m: _Model, src: _Sources, ext: tuple, starts: np.ndarray | None,
+                 n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool, kern: bool = True
                  ) -> tuple[list[_Grid], tuple[torch.Tensor, ...]]:
+        """Layer after layer; LIF layers through the kernels (kern) or the torch reference,
+        AdEx layers always through the reference (spikes inside the step loop)."""
         grids = []
         sp_e, sp_n, sp_t, sp_k = [], [], [], []
         dt, delay = m.chip.sim.dt_ticks, m.chip.sim.route_delay_ticks
-        for idx, lp, groups in zip(m.layers, m.layer_params, layer_groups, strict=True):
-            events = dense_jumps(groups, *ext, n_ep, idx.numel())
-            pre = None
+        stream = ep_sorted = noise = None
+        for li, (idx, lp) in enumerate(zip(m.layers, m.layer_params, strict=True)):
+            pre_ev = None
             if sp_e and bool((lp.rec != 0).any()):
                 e_a, n_a, t_a = torch.cat(sp_e), torch.cat(sp_n), torch.cat(sp_t)
                 k_a = torch.cat(sp_k)
@@ -312,21 +362,43 @@ class AnalogCore:
                 e_a, n_a, t_a = e_a[o], n_a[o], t_a[o]
                 a_step, a_q = arrival(to_ticks(t_a, dt), delay, dt)
                 ok = a_step < t_steps
-                js, jv = event_jumps(lp.rec, lp.f_i, lp.f_v, n_a[ok], a_q[ok])
-                pre_i = torch.zeros(4, t_steps * n_ep, idx.numel())
-                pre_v = torch.zeros(t_steps * n_ep, idx.numel())
-                rows = a_step[ok] * n_ep + e_a[ok]
-                add_blocks(pre_i, rows, js)
-                pre_v.index_add_(0, rows, jv)
-                pre = (pre_i.view(4, t_steps, n_ep, -1), pre_v.view(t_steps, n_ep, -1))
-            nz = None if noise is None else _columns(noise, idx)
-            out = run_layer(lp, events, pre, nz, n_ep, t_steps, spikes_in_loop=lp.has_adex,
-                            keep_syn=keep_syn, keep_adapt=keep_ad)
-            if lp.has_adex:
-                vl, (e_l, n_l, t_l, k_l) = out.v, out.spikes.tensors()
+                pre_ev = (e_a[ok], n_a[ok], a_step[ok], a_q[ok])
+            if kern and not lp.has_adex:
+                if stream is None:
+                    stream = EventStream.build(ext[1], ext[0], ext[2], ext[3], n_ep,
+                                               group=src.rank[ext[2]])
+                    ep_sorted = np.repeat(np.arange(n_ep), np.diff(stream.ptr))
+                ls = src.layers[li]
+                x = stream.select((ls.b1 > ls.b0)[stream.src], n_ep, ep_sorted)
+                pre = EventStream.empty(n_ep) if pre_ev is None else EventStream.build(
+                    pre_ev[0].numpy(), pre_ev[2].numpy(), pre_ev[1].numpy(), pre_ev[3].numpy(),
+                    n_ep)
+                chan = m.chip.canon[idx.numpy()]
+                vl, syn, flat, seg = fast.integrate(lp, n_ep, t_steps, x, ls, pre, starts,
+                                                    self.noise.table, chan, keep_syn)
+                sl = follow_spikes(lp, vl, flat, seg, fast.put_columns)
+                out = LayerOut(u=vl, v=vl, syn=syn, adapt=None, spikes=sl)
             else:
-                sl, vl = lif_spikes(lp, out.u)
-                e_l, n_l, t_l, k_l = sl.tensors()
+                events = dense_jumps(src.groups[li + 1], *ext, n_ep, idx.numel())
+                pre = None
+                if pre_ev is not None:
+                    e_a, n_a, a_step, a_q = pre_ev
+                    js, jv = event_jumps(lp.rec, lp.f_i, lp.f_v, n_a, a_q)
+                    pre_i = torch.zeros(4, t_steps * n_ep, idx.numel())
+                    pre_v = torch.zeros(t_steps * n_ep, idx.numel())
+                    rows = a_step * n_ep + e_a
+                    add_blocks(pre_i, rows, js)
+                    pre_v.index_add_(0, rows, jv)
+                    pre = (pre_i.view(4, t_steps, n_ep, -1), pre_v.view(t_steps, n_ep, -1))
+                if starts is not None and noise is None:
+                    noise = self._dense_noise(m, starts, n_ep, t_steps)
+                nz = None if noise is None else _columns(noise, idx)
+                out = run_layer(lp, events, pre, nz, n_ep, t_steps, spikes_in_loop=lp.has_adex,
+                                keep_syn=keep_syn, keep_adapt=keep_ad)
+                if not lp.has_adex:
+                    sl, vl = lif_spikes(lp, out.u)
+                    out = LayerOut(u=vl, v=vl, syn=out.syn, adapt=out.adapt, spikes=sl)
+            vl, (e_l, n_l, t_l, k_l) = out.v, out.spikes.tensors()
             grids.append(_Grid(idx, vl, out.syn, out.adapt))
             sp_e.append(e_l)
             sp_n.append(idx[n_l])
@@ -374,10 +446,7 @@ class AnalogCore:
             row0 = j * n_ep + el  # rows of the flattened [(T+1)*E, N_l] grid
             if source == int(ReadoutSource.MEMBRANE):
                 flat = g.v.view(-1, n_l)
-                rdt = p.rdt[g.idx]
-                # exponential interpolation: exact for a free relaxation between grid points
-                h = torch.index_select(torch.expm1(-rdt * fu[:, None]) / torch.expm1(-rdt), 0,
-                                       inv)
+                h = torch.index_select(fast.interp_weights(p.rdt[g.idx], fu), 0, inv)
             elif source == int(ReadoutSource.ADAPTATION) and g.adapt is not None:
                 flat = g.adapt.view(-1, n_l)
                 h = f
@@ -385,13 +454,13 @@ class AnalogCore:
                 continue
             v0 = torch.index_select(flat, 0, row0)
             v1 = torch.index_select(flat, 0, row0 + n_ep)
-            val = torch.lerp(v0, v1, h.expand_as(v0))
+            val = (v1 - v0).mul_(h).add_(v0)  # not torch.lerp: that fuses (kernels.py)
             if source == int(ReadoutSource.ADAPTATION):
                 val = READOUT_BASE_MV + ADAPT_READOUT_MV_PER_NA * val
             if len(grids) == 1:
                 out = val
-            else:
-                _columns(out, g.idx).copy_(val)
+            else:  # (not _columns(out, idx).copy_: for a scattered idx that is a copy)
+                out[:, g.idx] = val
         return out
 
     def _circuit_values(self, m: _Model, grids: list[_Grid], e_l: np.ndarray, t: np.ndarray,
@@ -447,21 +516,37 @@ class AnalogCore:
     def _readout(self, m: _Model, b: EpisodeBatch, ids: np.ndarray, local: np.ndarray,
                  grids: list[_Grid], cadc: np.ndarray, madc: np.ndarray) -> None:
         mm = self.mismatch
+        chip = m.chip
         req = np.flatnonzero(local[b.cadc_episode] >= 0)
         if req.size:
             ep = b.cadc_episode[req]
-            circ = np.arange(N_NEURONS)
-            v = self._circuit_values(m, grids, local[ep], b.cadc_time[req], circ,
-                                     m.chip.readout_source)
-            gain, off = self._cadc_affine()
-            x = torch.addcmul(off, v, gain)
+            t = b.cadc_time[req]
+            t_steps = grids[0].v.shape[0] - 1
+            if int(t.max()) // chip.sim.dt_ticks >= t_steps:
+                raise ConfigError("a CADC sample time lies beyond its episode's duration")
+            starts = None
             if self.config.cadc_read_noise_lsb > 0:
                 rank = _rank_in_episode(b.cadc_episode)[req]
                 starts = self.noise.offsets(SALT_CADC, b.noise_key, ids[ep], rank)
-                nz = torch.index_select(self.noise.windows(N_NEURONS), 0,
-                                        torch.from_numpy(starts))
-                x.add_(nz, alpha=self.config.cadc_read_noise_lsb)
-            cadc[req] = x.round_().clamp_(0, ro.CADC_MAX).numpy().astype(np.uint8)
+            gain, off = self._cadc_affine()
+            membrane = bool((chip.readout_source == int(ReadoutSource.MEMBRANE)).all())
+            if self.use_kernels:
+                if membrane:
+                    dt = chip.sim.dt_ticks
+                    f = torch.from_numpy(((t % dt) / dt).astype(np.float32))
+                    v = fast.membrane_values(grids, m.params.rdt, m.params.n, t // dt,
+                                             local[ep], f)
+                    chan = chip.circuit_neuron
+                else:
+                    v = self._circuit_values(m, grids, local[ep], t, np.arange(N_NEURONS),
+                                             chip.readout_source).numpy()
+                    chan = np.arange(N_NEURONS)
+                fast.cadc_codes(v, chan, gain, off, starts, self.noise.table,
+                                self.config.cadc_read_noise_lsb, req, cadc)
+            else:
+                v = self._circuit_values(m, grids, local[ep], t, np.arange(N_NEURONS),
+                                         chip.readout_source)
+                cadc[req] = self._cadc_codes(v, gain, off, starts)
         req = np.flatnonzero(local[b.madc_episode] >= 0)
         if req.size:
             cfg = int(self.regs.madc_config)
@@ -474,6 +559,16 @@ class AnalogCore:
             noise = self.noise.rows(starts, np.zeros(1, np.int64)).numpy()[:, 0]
             madc[req] = ro.madc_code(v.double().numpy(), mm.madc_gain, mm.madc_offset,
                                      noise * self.config.madc_read_noise_lsb)
+
+    def _cadc_codes(self, v: torch.Tensor, gain: torch.Tensor, off: torch.Tensor,
+                    starts: np.ndarray | None) -> np.ndarray:
+        """[R, 512] potentials (mV) -> u8 codes: v * gain + off (+ read noise), rounded half to
+        even, clipped; one rounding per operation (kernels.cadc_codes does the same)."""
+        x = v.mul(gain).add_(off)
+        if starts is not None:
+            nz = torch.index_select(self.noise.windows(N_NEURONS), 0, torch.from_numpy(starts))
+            x.add_(nz.mul(torch.tensor(self.config.cadc_read_noise_lsb, dtype=torch.float32)))
+        return x.round_().clamp_(0, ro.CADC_MAX).numpy().astype(np.uint8)
 
     def _cadc_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """code = gain * V + off per channel (mismatch and the CADC_OFFSET register folded in)."""

@@ -21,6 +21,7 @@ operands, so they agree bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -162,7 +163,8 @@ def run_layer(p: TorchParams, jumps: DenseJumps | None,
             ring_v[slot].zero_()
         if noise is not None:
             d.add_(noise[k])
-        torch.addcmul(d, u_grid[k], p.a_mem, out=u_grid[k + 1])
+        # u * a + d as two roundings (torch.addcmul fuses them; the kernels do not)
+        torch.mul(u_grid[k], p.a_mem, out=u_grid[k + 1]).add_(d)
         if syn_grid is not None:
             syn_grid[k + 1] = syn
         if st is not None:
@@ -279,16 +281,31 @@ def lif_spikes(p: TorchParams, u: torch.Tensor) -> tuple[SpikeList, torch.Tensor
     grid in place (V = e_eff + u where no reset happened).
     """
     t1 = u.shape[0]
-    spikes = SpikeList()
     if not p.has_fire or t1 < 2:
-        return spikes, u.add_(p.e_eff)
+        return SpikeList(), u.add_(p.e_eff)
     # fl(e + u) is monotonic in u: max_k fl(e + u_k) == fl(e + max_k u_k)
     hit = (p.e_eff + u[1:].amax(0)) >= p.theta
     e_i, n_i = torch.nonzero(hit, as_tuple=True)
-    if e_i.numel() == 0:
-        return spikes, u.add_(p.e_eff)
-    seg_all = u[:, e_i, n_i]  # [T+1, S] free membrane of the neurons that spike
+    # [T+1, S] free membrane of the neurons that spike (column gather of the flat grid: much
+    # faster than advanced indexing)
+    flat = e_i * u.shape[2] + n_i
+    seg_all = u.view(t1, -1).index_select(1, flat)
     v = u.add_(p.e_eff)
+    return follow_spikes(p, v, flat, seg_all), v
+
+
+def follow_spikes(p: TorchParams, v: torch.Tensor, flat: torch.Tensor, seg_all: torch.Tensor,
+                  put: Callable | None = None) -> SpikeList:
+    """The spikes of the neurons flat = e * N + n (those whose free membrane reaches threshold
+    at all; seg_all [T+1, S] their free membrane u), in closed form; resets are written into the
+    membrane grid v [T+1, E, N] (V = e_eff + u elsewhere). put(v_flat, cols, first, vals):
+    v_flat[t, cols] = vals[t] for t >= first (default: torch)."""
+    spikes = SpikeList()
+    if flat.numel() == 0:
+        return spikes
+    t1, n = v.shape[0], v.shape[2]
+    e_i, n_i = flat // n, flat % n
+    v_flat = v.view(t1, -1)
     e_th, rdt, vr, th = p.e_eff[n_i], p.rdt[n_i], p.v_reset[n_i], p.theta[n_i]
     tref = p.t_ref_steps[n_i]
     cols = torch.arange(e_i.numel())
@@ -319,9 +336,12 @@ def lif_spikes(p: TorchParams, u: torch.Tensor) -> tuple[SpikeList, torch.Tensor
         free = steps > tr
         vs = torch.where(free, free_v(e_th[cols], seg, r0n * decay_since(rdt[cols], tr, steps)),
                          vr[cols])
-        after = steps >= j
-        ec, nc = e_i[cols], n_i[cols]
-        v[:, ec, nc] = torch.where(after, vs, v[:, ec, nc])
+        fc = flat[cols]
+        if put is None:
+            after = steps >= j
+            v_flat.index_copy_(1, fc, torch.where(after, vs, v_flat.index_select(1, fc)))
+        else:
+            put(v_flat, fc, j, vs)
         nxt = (vs >= th[cols]) & free & (steps > j) & keep
         again = nxt.any(0)
         if not bool(again.any()):
@@ -330,7 +350,7 @@ def lif_spikes(p: TorchParams, u: torch.Tensor) -> tuple[SpikeList, torch.Tensor
         cols = cols[sel]
         j = torch.argmax(nxt[:, sel].to(torch.uint8), dim=0)
         t_rel, r0 = tr[sel], r0n[sel]
-    return spikes, v
+    return spikes
 
 
 def _grid_v(e_eff: torch.Tensor, rdt: torch.Tensor, v_reset: torch.Tensor, u_j: torch.Tensor,

@@ -1,0 +1,179 @@
+"""Inputs for the compiled kernels (kernels.py): event streams, per-layer source tables, calls.
+
+The kernels take events as streams sorted by (episode, step) with one CSR pointer per episode;
+inside one (step, episode) the events keep the order in which the torch reference adds them
+(events.dense_jumps: source group by group, input order within a group; earlier layers' spikes
+in emission-step, episode, neuron order), so the sums round alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import kernels
+from .params import TorchParams
+
+_I64 = np.int64
+
+
+@dataclass
+class EventStream:
+    """Events sorted by (episode, step, ...); ptr [E+1] delimits each episode's run."""
+
+    ptr: np.ndarray
+    step: np.ndarray
+    src: np.ndarray
+    q: np.ndarray
+
+    @staticmethod
+    def build(ep: np.ndarray, step: np.ndarray, src: np.ndarray, q: np.ndarray, n_ep: int,
+              group: np.ndarray | None = None) -> EventStream:
+        """Sort (stable) by episode, step, then `group`, keeping the input order within."""
+        keys = (step, ep) if group is None else (group, step, ep)
+        o = np.lexsort(keys)
+        ep_s = np.asarray(ep, _I64)[o]
+        ptr = np.searchsorted(ep_s, np.arange(n_ep + 1), side="left").astype(_I64)
+        return EventStream(ptr, np.ascontiguousarray(step[o], _I64),
+                           np.ascontiguousarray(src[o], _I64), np.ascontiguousarray(q[o], _I64))
+
+    @staticmethod
+    def empty(n_ep: int) -> EventStream:
+        z = np.zeros(0, _I64)
+        return EventStream(np.zeros(n_ep + 1, _I64), z, z, z)
+
+    def select(self, keep: np.ndarray, n_ep: int, ep: np.ndarray) -> EventStream:
+        """The events with keep[i] (order kept); ep: episode of each event (sorted)."""
+        ptr = np.searchsorted(ep[keep], np.arange(n_ep + 1), side="left").astype(_I64)
+        return EventStream(ptr, self.step[keep], self.src[keep], self.q[keep])
+
+
+@dataclass
+class LayerSources:
+    """External sources as one layer sees them: the jump rows of the slot blocks b0..b1-1 of
+    source s at rows[off[s]:], [R, N_l] (b0 == b1: the source does not reach this layer, or its
+    whole group is zero here, which source_groups skips)."""
+
+    rows: np.ndarray
+    off: np.ndarray
+    b0: np.ndarray
+    b1: np.ndarray
+
+
+def group_rank(ranges: np.ndarray) -> np.ndarray:
+    """Rank of each source's block range among the sorted distinct ranges (source_groups order);
+    -1 for a source that reaches no block."""
+    valid = ranges[:, 1] > ranges[:, 0]
+    rank = np.full(ranges.shape[0], -1, _I64)
+    if valid.any():
+        uniq, inv = np.unique(ranges[valid], axis=0, return_inverse=True)
+        rank[valid] = inv.reshape(-1)
+    return rank
+
+
+def layer_sources(w_src: torch.Tensor, ranges: np.ndarray, idx: torch.Tensor) -> LayerSources:
+    w = w_src[:, :, idx].numpy()
+    b0 = ranges[:, 0].astype(_I64)
+    b1 = ranges[:, 1].astype(_I64)
+    rank = group_rank(ranges)
+    for g in np.unique(rank[rank >= 0]):
+        members = np.flatnonzero(rank == g)
+        r0, r1 = int(b0[members[0]]), int(b1[members[0]])
+        if not w[members, r0:r1].any():
+            b0[members] = 0
+            b1[members] = 0
+    nb = np.maximum(b1 - b0, 0)
+    off = (np.cumsum(nb) - nb).astype(_I64)
+    blk = np.repeat(b0, nb) + (np.arange(int(nb.sum())) - np.repeat(off, nb))
+    rows = np.ascontiguousarray(w[np.repeat(np.arange(w.shape[0]), nb), blk], np.float32)
+    return LayerSources(rows.reshape(-1, w.shape[2]), off, b0, b1)
+
+
+_NO_NOISE = np.zeros((0, 0), _I64)
+_NO_NOISE_1D = np.zeros(0, _I64)
+
+
+def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: LayerSources,
+              pre: EventStream, noise_start: np.ndarray | None, table: torch.Tensor,
+              chan: np.ndarray, keep_syn: bool
+              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """One LIF layer through kernels.integrate (simulate.run_layer without spikes, then the
+    first half of simulate.lif_spikes, on the same operands): (V grid [T+1, E, N_l] = e_eff + u,
+    syn grid [T+1, 4, E, N_l] or None, flat indices e * N_l + n of the neurons that reach
+    threshold, their free membrane [T+1, S])."""
+    n = lp.n
+    v = torch.empty(t_steps + 1, n_ep, n)
+    syn = torch.empty(t_steps + 1, 4, n_ep, n) if keep_syn else torch.empty(0, 4, 1, 1)
+    umax = np.empty((n_ep, n), np.float32)
+    rec = lp.rec.numpy()
+    n_src = rec.shape[0]
+    noise = _NO_NOISE if noise_start is None else np.ascontiguousarray(noise_start, _I64)
+    args = (lp.u0.numpy(), lp.a_mem.numpy(), lp.slot_a_t.numpy(), lp.f_i.numpy(),
+            lp.f_v.numpy(), lp.e_eff.numpy(), lp.theta.numpy(),
+            ext.ptr, ext.step, ext.src, ext.q, src.rows, src.off, src.b0, src.b1,
+            pre.ptr, pre.step, pre.src, pre.q, rec.reshape(n_src * 4, n),
+            np.arange(0, 4 * n_src, 4, dtype=_I64), np.zeros(n_src, _I64),
+            np.full(n_src, 4, _I64), noise, table.numpy(), np.ascontiguousarray(chan, _I64),
+            lp.noise_step.numpy(), v.numpy(), syn.numpy(), umax)
+    cap = max(64, n_ep * n // 16)
+    while True:
+        flat = np.empty(cap, _I64)
+        seg = np.empty((cap, t_steps + 1), np.float32)
+        hits = kernels.integrate(*args, flat, seg)
+        if hits <= cap:
+            break
+        cap = hits  # more neurons reach threshold than expected: again, with room for all
+    return (v, syn if keep_syn else None, torch.from_numpy(flat[:hits]),
+            torch.from_numpy(seg[:hits]).T)
+
+
+def put_columns(v_flat: torch.Tensor, cols: torch.Tensor, first: torch.Tensor,
+                vals: torch.Tensor) -> None:
+    """v_flat[t, cols] = vals[t] for t >= first (simulate.follow_spikes)."""
+    kernels.put_columns(v_flat.numpy(), cols.numpy(), first.numpy(),
+                        np.ascontiguousarray(vals.numpy()))
+
+
+def interp_weights(rdt: torch.Tensor, fu: torch.Tensor) -> torch.Tensor:
+    """[U, N] weight of grid point j+1 at fraction fu of a step: the membrane's relaxation
+    shape (exact for a free relaxation between grid points)."""
+    return torch.expm1(-rdt * fu[:, None]) / torch.expm1(-rdt)
+
+
+def membrane_values(grids: list, rdt: torch.Tensor, n: int, j: np.ndarray, el: np.ndarray,
+                    f: torch.Tensor) -> np.ndarray:
+    """[R, N] membrane (mV) of every neuron at (episode row el, step j + fraction f)."""
+    fu, inv = torch.unique(f, return_inverse=True)
+    out = np.empty((j.size, n), np.float32)
+    j = np.ascontiguousarray(j, _I64)
+    el = np.ascontiguousarray(el, _I64)
+    inv = np.ascontiguousarray(inv.numpy(), _I64)
+    for g in grids:
+        h = interp_weights(rdt[g.idx], fu).contiguous()
+        kernels.interpolate(g.v.numpy(), j, el, inv, h.numpy(),
+                            np.ascontiguousarray(g.idx.numpy(), _I64), out)
+    return out
+
+
+def channel_runs(chan_col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Channel -> neuron map as runs of consecutive channels reading consecutive neurons:
+    (first channel, first neuron, length) each."""
+    chan_col = np.asarray(chan_col, _I64)
+    brk = np.flatnonzero(np.diff(chan_col) != 1) + 1
+    start = np.concatenate([[0], brk]).astype(_I64)
+    length = np.diff(np.append(start, chan_col.size)).astype(_I64)
+    return start, chan_col[start].astype(_I64), length
+
+
+def cadc_codes(v: np.ndarray, chan_col: np.ndarray, gain: torch.Tensor, off: torch.Tensor,
+               noise_start: np.ndarray | None, table: torch.Tensor, alpha: float,
+               rows: np.ndarray, out: np.ndarray) -> None:
+    """out[rows] = 8-bit codes of v[:, chan_col] (core._cadc_codes, in one pass)."""
+    run_c, run_n, run_len = channel_runs(chan_col)
+    kernels.cadc_codes(np.ascontiguousarray(v, np.float32), run_c, run_n, run_len,
+                       gain.numpy(), off.numpy(),
+                       _NO_NOISE_1D if noise_start is None else np.ascontiguousarray(
+                           noise_start, _I64),
+                       table.numpy(), np.float32(alpha), np.ascontiguousarray(rows, _I64), out)

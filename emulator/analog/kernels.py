@@ -1,0 +1,301 @@
+"""Compiled (numba) kernels for the hot loops of the layered path and the CADC readout.
+
+Each kernel does exactly the float32 operations of its torch reference (simulate.run_layer,
+events.dense_jumps, simulate.lif_spikes, core._neuron_values / _cadc_codes), in the same order,
+one rounding per operation (no fused multiply-add, no reassociation), so the two agree bit for
+bit (tested). What the kernels save is memory traffic and per-op overhead: one episode's state
+stays in cache for all of its steps, each input event is multiplied out where it lands instead of
+being expanded into dense per-step jump rows first, and the readout goes from the grid to 8-bit
+codes without intermediate [requests, channels] tensors.
+
+Compiled once per machine (`cache=True`, next to this file in __pycache__); `AVAILABLE` is False
+when numba is not installed, and the core then runs its torch reference path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a declared dependency
+    AVAILABLE = False
+else:
+    AVAILABLE = True
+
+_F0 = np.float32(0.0)
+
+
+def _jit(fn):  # noqa: ANN001, ANN202
+    return njit(cache=True, nogil=True, boundscheck=False)(fn) if AVAILABLE else fn
+
+
+@_jit
+def _add_events(acc_s, acc_v, i0, i1, src, q, rows, off, b0s, b1s, fi, fv):  # noqa: ANN001, ANN202
+    """Sum the jumps of events i0..i1-1 into zeroed accumulators (acc_s [4, N], acc_v [N]).
+
+    Event i from source s in sub-step bin q adds rows[off[s] + b - b0] * fi[q, b] to slot block
+    b (b0 <= b < b1) and the left-to-right sum over those blocks of rows[.] * fv[q, b] to the
+    membrane (events.event_jumps / source_groups). Returns the touched blocks as a bit mask.
+    """
+    n = acc_v.shape[0]
+    touched = 0
+    for i in range(i0, i1):
+        s = src[i]
+        qq = q[i]
+        b0 = b0s[s]
+        nb = b1s[s] - b0
+        if nb <= 0:
+            continue
+        o = off[s]
+        touched |= ((1 << nb) - 1) << b0
+        if nb == 2:
+            w0, w1 = rows[o], rows[o + 1]
+            f0, f1 = fi[qq, b0], fi[qq, b0 + 1]
+            g0, g1 = fv[qq, b0], fv[qq, b0 + 1]
+            a0, a1 = acc_s[b0], acc_s[b0 + 1]
+            for j in range(n):
+                x0 = w0[j]
+                x1 = w1[j]
+                a0[j] += x0 * f0[j]
+                a1[j] += x1 * f1[j]
+                acc_v[j] += x0 * g0[j] + x1 * g1[j]
+        elif nb == 1:
+            w0, f0, g0, a0 = rows[o], fi[qq, b0], fv[qq, b0], acc_s[b0]
+            for j in range(n):
+                x0 = w0[j]
+                a0[j] += x0 * f0[j]
+                acc_v[j] += x0 * g0[j]
+        elif nb == 4:
+            w0, w1, w2, w3 = rows[o], rows[o + 1], rows[o + 2], rows[o + 3]
+            f0, f1, f2, f3 = fi[qq, 0], fi[qq, 1], fi[qq, 2], fi[qq, 3]
+            g0, g1, g2, g3 = fv[qq, 0], fv[qq, 1], fv[qq, 2], fv[qq, 3]
+            a0, a1, a2, a3 = acc_s[0], acc_s[1], acc_s[2], acc_s[3]
+            for j in range(n):
+                x0 = w0[j]
+                x1 = w1[j]
+                x2 = w2[j]
+                x3 = w3[j]
+                a0[j] += x0 * f0[j]
+                a1[j] += x1 * f1[j]
+                a2[j] += x2 * f2[j]
+                a3[j] += x3 * f3[j]
+                acc_v[j] += ((x0 * g0[j] + x1 * g1[j]) + x2 * g2[j]) + x3 * g3[j]
+        else:  # 3 blocks
+            w0, w1, w2 = rows[o], rows[o + 1], rows[o + 2]
+            f0, f1, f2 = fi[qq, b0], fi[qq, b0 + 1], fi[qq, b0 + 2]
+            g0, g1, g2 = fv[qq, b0], fv[qq, b0 + 1], fv[qq, b0 + 2]
+            a0, a1, a2 = acc_s[b0], acc_s[b0 + 1], acc_s[b0 + 2]
+            for j in range(n):
+                x0 = w0[j]
+                x1 = w1[j]
+                x2 = w2[j]
+                a0[j] += x0 * f0[j]
+                a1[j] += x1 * f1[j]
+                a2[j] += x2 * f2[j]
+                acc_v[j] += (x0 * g0[j] + x1 * g1[j]) + x2 * g2[j]
+    return touched
+
+
+@_jit
+def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, PLR0913
+              x_ptr, x_step, x_src, x_q, x_rows, x_off, x_b0, x_b1,
+              p_ptr, p_step, p_src, p_q, p_rows, p_off, p_b0, p_b1,
+              noise_start, table, chan, noise_step,
+              v_out, syn_out, umax, hit_flat, hit_u):
+    """Free membrane of one LIF layer, episode by episode (simulate.run_layer without spikes).
+
+    u0, a_mem, e_eff, theta [N]; a_syn [4, N]; fi, fv [Q, 4, N] sub-step tables. Two event
+    streams, each sorted by (episode, step) with CSR pointers per episode: x_* external inputs,
+    p_* earlier layers' spikes (sources as in _add_events). Within one (step, episode) events
+    add in stream order into a zeroed row, as index_add does. noise_start [T, E] (empty: no
+    noise): table[start + chan[n]] * noise_step[n] mV per step.
+
+    Writes v_out [T+1, E, N] = e_eff + u, syn_out [T+1, 4, E, N] (if it has rows) and umax
+    [E, N], the largest u over steps 1..T. The neurons whose e_eff + umax reaches theta (the
+    ones simulate.lif_spikes follows) are listed in hit_flat (e * N + n, in that order) with
+    their u trajectory in hit_u [., T+1], up to the capacity of hit_flat. Returns their count.
+    """
+    t1, n_ep, n = v_out.shape
+    t_steps = t1 - 1
+    keep_syn = syn_out.shape[0] > 0
+    noisy = noise_start.shape[0] > 0
+    cap = hit_flat.shape[0]
+    c0 = chan[0] if n > 0 else 0
+    contiguous = True
+    for j in range(n):
+        if chan[j] != c0 + j:
+            contiguous = False
+    syn = np.zeros((4, n), np.float32)
+    s0, s1, s2, s3 = syn[0], syn[1], syn[2], syn[3]
+    r0, r1, r2, r3 = a_syn[0], a_syn[1], a_syn[2], a_syn[3]
+    acc_s = np.zeros((4, n), np.float32)
+    acc_v = np.zeros(n, np.float32)
+    d = np.zeros(n, np.float32)
+    noise = np.zeros((max(t_steps, 1), n), np.float32)
+    u = np.zeros(n, np.float32)
+    mx = np.zeros(n, np.float32)
+    hits = 0
+    for e in range(n_ep):
+        syn[:] = _F0
+        for j in range(n):
+            u[j] = u0[j]
+            mx[j] = -np.inf
+        v_out[0, e, :] = u0
+        if keep_syn:
+            syn_out[0, :, e, :] = _F0
+        if noisy:  # the episode's noise rows first: independent loads, well overlapped
+            for k in range(t_steps):
+                st = noise_start[k, e]
+                row = noise[k]
+                if contiguous:
+                    tb = table[st + c0:st + c0 + n]
+                    for j in range(n):
+                        row[j] = tb[j] * noise_step[j]
+                else:
+                    for j in range(n):
+                        row[j] = table[st + chan[j]] * noise_step[j]
+        xi, xe = x_ptr[e], x_ptr[e + 1]
+        pi, pe = p_ptr[e], p_ptr[e + 1]
+        for k in range(t_steps):
+            xi0 = xi
+            while xi < xe and x_step[xi] == k:
+                xi += 1
+            pi0 = pi
+            while pi < pe and p_step[pi] == k:
+                pi += 1
+            nz = noise[k]
+            out = v_out[k + 1, e]
+            if xi == xi0 and pi == pi0:  # no input in this step: one fused pass
+                for j in range(n):
+                    x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
+                    dd = ((x0 + x1) + x2) + x3
+                    s0[j] = x0 * r0[j]
+                    s1[j] = x1 * r1[j]
+                    s2[j] = x2 * r2[j]
+                    s3[j] = x3 * r3[j]
+                    if noisy:
+                        dd = dd + nz[j]
+                    x = u[j] * a_mem[j] + dd
+                    u[j] = x
+                    out[j] = x
+                    mx[j] = max(mx[j], x)
+            else:
+                for j in range(n):
+                    x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
+                    d[j] = ((x0 + x1) + x2) + x3
+                    s0[j] = x0 * r0[j]
+                    s1[j] = x1 * r1[j]
+                    s2[j] = x2 * r2[j]
+                    s3[j] = x3 * r3[j]
+                for stream in range(2):
+                    if stream == 0:
+                        if xi == xi0:
+                            continue
+                        acc_s[:] = _F0
+                        acc_v[:] = _F0
+                        touched = _add_events(acc_s, acc_v, xi0, xi, x_src, x_q, x_rows, x_off,
+                                              x_b0, x_b1, fi, fv)
+                    else:
+                        if pi == pi0:
+                            continue
+                        acc_s[:] = _F0
+                        acc_v[:] = _F0
+                        touched = _add_events(acc_s, acc_v, pi0, pi, p_src, p_q, p_rows, p_off,
+                                              p_b0, p_b1, fi, fv)
+                    for b in range(4):
+                        if touched >> b & 1:
+                            sb = syn[b]
+                            ab = acc_s[b]
+                            for j in range(n):
+                                sb[j] += ab[j]
+                    for j in range(n):
+                        d[j] += acc_v[j]
+                for j in range(n):
+                    dd = d[j]
+                    if noisy:
+                        dd = dd + nz[j]
+                    x = u[j] * a_mem[j] + dd
+                    u[j] = x
+                    out[j] = x
+                    mx[j] = max(mx[j], x)
+            if keep_syn:
+                syn_out[k + 1, :, e, :] = syn
+        for j in range(n):
+            umax[e, j] = mx[j]
+            if e_eff[j] + mx[j] >= theta[j]:
+                if hits < cap:
+                    hit_flat[hits] = e * n + j
+                    for k in range(t1):
+                        hit_u[hits, k] = v_out[k, e, j]
+                hits += 1
+        for k in range(t1):  # u -> V = e_eff + u (simulate.lif_spikes)
+            row = v_out[k, e]
+            for j in range(n):
+                row[j] = row[j] + e_eff[j]
+    return hits
+
+
+@_jit
+def put_columns(grid, flat, first, vals):  # noqa: ANN001, ANN201
+    """grid[t, flat[i]] = vals[t, i] for t >= first[i] (grid [T+1, E*N], vals [T+1, S])."""
+    t1 = grid.shape[0]
+    for i in range(flat.shape[0]):
+        c = flat[i]
+        for t in range(max(first[i], 0), t1):
+            grid[t, c] = vals[t, i]
+
+
+@_jit
+def interpolate(grid, j, el, h_index, h, cols, out):  # noqa: ANN001, ANN201
+    """out[r, cols[i]] = (v1 - v0) * h + v0 with v0, v1 = grid[j[r], el[r], i],
+    grid[j[r] + 1, el[r], i] and h = h[h_index[r], i] (core._neuron_values, membrane)."""
+    n = grid.shape[2]
+    c0 = cols[0] if n > 0 else 0
+    contiguous = True
+    for i in range(n):
+        if cols[i] != c0 + i:
+            contiguous = False
+    for r in range(j.shape[0]):
+        g0 = grid[j[r], el[r]]
+        g1 = grid[j[r] + 1, el[r]]
+        hr = h[h_index[r]]
+        if contiguous:
+            o = out[r, c0:c0 + n]
+            for i in range(n):
+                v0 = g0[i]
+                o[i] = (g1[i] - v0) * hr[i] + v0
+        else:
+            o = out[r]
+            for i in range(n):
+                v0 = g0[i]
+                o[cols[i]] = (g1[i] - v0) * hr[i] + v0
+
+
+@_jit
+def cadc_codes(v, run_c, run_n, run_len, gain, off, noise_start, table, alpha,  # noqa: ANN001, ANN201
+               rows, out):
+    """out[rows[r], c] = clip(rint(v[r, n(c)] * gain[c] + off[c] + table[noise_start[r] + c]
+    * alpha), 0, 255) (core._cadc_codes); channel c = run_c[u] + i reads neuron n(c) =
+    run_n[u] + i for i < run_len[u]. No noise term if noise_start is empty."""
+    noisy = noise_start.shape[0] > 0
+    lo = np.float32(0.0)
+    hi = np.float32(255.0)
+    for r in range(rows.shape[0]):
+        st = noise_start[r] if noisy else 0
+        for u in range(run_c.shape[0]):
+            # slices, so that the inner loops index with the loop counter only (vectorised)
+            c0, c1 = run_c[u], run_c[u] + run_len[u]
+            vr = v[r, run_n[u]:run_n[u] + run_len[u]]
+            g = gain[c0:c1]
+            f = off[c0:c1]
+            o = out[rows[r], c0:c1]
+            if noisy:
+                nz = table[st + c0:st + c1]
+                for i in range(c1 - c0):
+                    x = vr[i] * g[i] + f[i] + nz[i] * alpha
+                    o[i] = np.uint8(min(max(np.rint(x), lo), hi))
+            else:
+                for i in range(c1 - c0):
+                    x = vr[i] * g[i] + f[i]
+                    o[i] = np.uint8(min(max(np.rint(x), lo), hi))

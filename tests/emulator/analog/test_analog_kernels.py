@@ -1,0 +1,202 @@
+"""The compiled kernels (emulator/analog/kernels.py) against the torch reference path: the same
+results bit for bit, on the PNAS shape and on randomised variants that reach every branch
+(merged and single circuits, non-contiguous layers, background sources, synaptic and adaptation
+readout, AdEx layers, more neurons at threshold than the kernel's first guess)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from analog_chipcfg import ChipImage, lif_defaults, pnas_inputs, pnas_network
+from analog_single import core_for
+from test_analog_routing import assert_same, pnas_batch, pnas_core
+
+from emulator.analog import EpisodeBatch, SimConfig, kernels
+from protocol.addressmap import BackgroundWords, NeuronConfigBits, ReadoutSource
+
+
+def both(img: ChipImage, ideal: bool = False, **sim) -> tuple:
+    fast = core_for(img, ideal=ideal, sim=SimConfig(**sim))
+    ref = core_for(img, ideal=ideal, sim=SimConfig(kernels=False, **sim))
+    return fast, ref
+
+
+def same_run(fast, ref, b: EpisodeBatch):
+    """Run both; the outputs must be equal, and so must every membrane / synaptic grid and
+    spike time inside (outputs are rounded to ADC codes and ticks: they would hide a change in
+    the last float bit, the grids do not)."""
+    fast.capture, ref.capture = [], []
+    a = fast.run(b)
+    assert_same(a, ref.run(b))
+    assert len(fast.capture) == len(ref.capture) > 0
+    chunks_a, chunks_b = (sorted(c.capture, key=lambda x: int(x[0][0])) for c in (fast, ref))
+    for (ep_a, grids_a, spk_a), (ep_b, grids_b, spk_b) in zip(chunks_a, chunks_b, strict=True):
+        np.testing.assert_array_equal(ep_a, ep_b)
+        for ga, gb in zip(grids_a, grids_b, strict=True):
+            assert torch.equal(ga.idx, gb.idx)
+            assert torch.equal(ga.v, gb.v)
+            assert (ga.syn is None) == (gb.syn is None)
+            assert ga.syn is None or torch.equal(ga.syn, gb.syn)
+        for xa, xb in zip(spk_a, spk_b, strict=True):
+            assert torch.equal(xa, xb)
+    fast.capture = ref.capture = None
+    return a
+
+
+def test_numba_is_installed_and_used():
+    assert kernels.AVAILABLE  # a declared dependency: without it this module tests nothing
+    core = pnas_core()
+    assert core.use_kernels and core.model().layers is not None
+    assert not pnas_core(sim=SimConfig(kernels=False)).use_kernels
+
+
+def test_pnas_batch_equals_reference():
+    fast = pnas_core()
+    ref = pnas_core(sim=SimConfig(kernels=False))
+    b = pnas_batch(fast, 16, seed=2)
+    a = same_run(fast, ref, b)
+    assert a.spike_time.size > 16 and np.ptp(a.cadc_samples) > 20
+    assert_same(a, fast.run(b))  # and again from the caches
+
+
+def random_network(seed: int, mixed: bool) -> tuple[ChipImage, EpisodeBatch]:
+    """A PNAS-like network of random size with some columns split into two neurons (layers are
+    scattered neuron sets then), random readout sources (mixed; else all membrane), a periodic
+    and a Poisson background source on the input buses, the MADC on a random circuit, episodes
+    of different lengths."""
+    rng = np.random.default_rng(seed)
+    n_in = int(rng.integers(8, 200))
+    n_hidden = int(rng.integers(4, 120))
+    n_out = int(rng.integers(1, 12))
+    img = ChipImage()
+    pnas_network(img, rng, n_in=n_in, n_hidden=n_hidden, n_out=n_out, w1_sigma=20.0)
+    cols = np.arange(n_hidden + n_out)
+    codes = rng.integers(300, 700, (2, cols.size))
+    img.cells(cols, i_bias_syn_exc_tau=codes[0], i_bias_leak=codes[1])
+    img.cells(cols + 256, i_bias_syn_inh_tau=rng.integers(300, 700, cols.size))
+    split = rng.choice(cols, cols.size // 3, replace=False)  # two neurons per column there
+    img.word0[split] &= ~(1 << NeuronConfigBits.CONNECT_OTHER_HEMISPHERE)
+    src = rng.choice([int(s) for s in ReadoutSource][:4], 512, p=[0.7, 0.1, 0.1, 0.1]) * mixed
+    shift = NeuronConfigBits.READOUT_SOURCE_SHIFT
+    img.word0 = img.word0 & ~(NeuronConfigBits.READOUT_SOURCE_MASK << shift) | src << shift
+    img.madc_config = int(rng.integers(0, 512)) | int(rng.integers(0, 4)) << 9 | 1 << 12
+    for s, poisson, period in ((1, 0, 310), (5, 1, 150)):  # onto an input's rows (top)
+        d = int(rng.integers(0, min(n_in, 128)))
+        label = (d >> 2) << 6 | (d & 3)
+        img.background[s] = [1 << BackgroundWords.ENABLE | poisson << BackgroundWords.POISSON
+                             | label << BackgroundWords.LABEL_SHIFT, period, seed]
+        img.node(8 + s, d & 3)
+    n = int(rng.integers(3, 9))
+    ep, t, lab = pnas_inputs(rng, n, n_in=n_in, p_spike=float(rng.uniform(0.2, 0.9)))
+    dur = rng.integers(1500, 4500, n)
+    keep = t < dur[ep]
+    cadc_ep = np.repeat(np.arange(n), 7)
+    madc_ep = np.repeat(np.arange(n), 9)
+    b = EpisodeBatch(
+        n_episodes=n, duration=dur, spike_episode=ep[keep], spike_time=t[keep],
+        spike_label=lab[keep], cadc_episode=cadc_ep,
+        cadc_time=(rng.random(cadc_ep.size) * dur[cadc_ep]).astype(np.int64),
+        madc_episode=madc_ep,
+        madc_time=(rng.random(madc_ep.size) * dur[madc_ep]).astype(np.int64), noise_key=seed)
+    return img, b
+
+
+@pytest.mark.parametrize("seed, mixed", [(0, False), (1, False), (2, True), (3, True)])
+def test_random_networks_equal_reference(seed, mixed):
+    img, b = random_network(seed, mixed)
+    fast, ref = both(img, chunk_elements=1 << 16)  # several chunks, two workers
+    layers = fast.model().layers
+    assert layers is not None and not bool((layers[0].diff() == 1).all())
+    a = same_run(fast, ref, b)
+    assert a.spike_time.size > 0  # hidden spikes recorded
+
+
+def test_many_neurons_at_threshold_equal_reference():
+    """Every circuit's leak lies above its threshold: more neurons reach threshold than the
+    kernel's first guess at their number, so it runs again with room for all of them."""
+    img = ChipImage()
+    lif_defaults(img, np.arange(512), v_leak=900, v_threshold=700, v_reset=500)
+    img.neuron(np.arange(512), fire=True, ref_count=30)
+    fast, ref = both(img)
+    b = EpisodeBatch(n_episodes=2, duration=np.array([3000, 2000]),
+                     cadc_episode=np.array([0, 1, 0]), cadc_time=np.array([2500, 1000, 400]),
+                     noise_key=5)
+    a = same_run(fast, ref, b)
+    assert (a.spike_counts > 0).mean() > 0.9
+
+
+def test_adex_layer_runs_beside_kernel_layers():
+    """Hidden neurons with adaptation (torch, spikes inside the step loop), output layer through
+    the kernels: same as the reference, and as the general path."""
+    img = ChipImage()
+    pnas_network(img, np.random.default_rng(4), n_in=64, n_hidden=20, n_out=4, w1_sigma=25.0)
+    hid = np.arange(20)
+    img.word0[hid] |= 1 << NeuronConfigBits.ENABLE_ADAPTATION
+    img.cells(hid, i_bias_adapt_a=20, i_bias_adapt_b=100, i_bias_adapt_tau=600, v_adapt_ref=600,
+              i_offset=400)
+    fast, ref = both(img)
+    m = fast.model()
+    assert len(m.layers) == 2 and m.layer_params[0].has_adex and not m.layer_params[1].has_adex
+    ep, t, lab = pnas_inputs(np.random.default_rng(5), 5, n_in=64, p_spike=0.7)
+    b = EpisodeBatch(n_episodes=5, duration=np.full(5, 4000), spike_episode=ep, spike_time=t,
+                     spike_label=lab, cadc_episode=np.repeat(np.arange(5), 4),
+                     cadc_time=np.tile([100, 1300, 2600, 3900], 5), noise_key=9)
+    a = same_run(fast, ref, b)
+    assert a.spike_time.size > 0
+    fast.force_general = True
+    assert_same(a, fast.run(b))
+
+
+def test_cadc_time_beyond_the_episode_is_refused():
+    from protocol.errors import ConfigError
+
+    fast = pnas_core()
+    b = EpisodeBatch(n_episodes=1, duration=np.array([1000]), cadc_episode=np.array([0]),
+                     cadc_time=np.array([1200]))
+    with pytest.raises(ConfigError, match="CADC"):
+        fast.run(b)
+
+
+def test_readout_kernels_equal_reference_bit_for_bit():
+    """Membrane interpolation and CADC conversion on their own, on enough values that a change
+    of the last float bit would flip codes at rounding boundaries."""
+    from emulator.analog import fast as fp
+
+    core = pnas_core(sim=SimConfig(workers=1))
+    b = pnas_batch(core, 8, seed=1)
+    core.capture = []
+    core.run(b)
+    (ep, grids, _), = core.capture
+    m = core.model()
+    rng = np.random.default_rng(0)
+    t_max = grids[0].v.shape[0] - 1
+    dt = m.chip.sim.dt_ticks
+    t = rng.integers(0, t_max * dt, 3000)
+    el = rng.integers(0, ep.size, t.size)
+    j = torch.from_numpy(t // dt)
+    f = torch.from_numpy(((t % dt) / dt).astype(np.float32))
+    ref = core._neuron_values(m, grids, torch.from_numpy(el), j, f[:, None],
+                              int(ReadoutSource.MEMBRANE))
+    got = fp.membrane_values(grids, m.params.rdt, m.params.n, t // dt, el, f)
+    assert torch.equal(ref, torch.from_numpy(got))
+    # codes: potentials that land within float rounding of a half code (where a change in the
+    # last bit of any step flips the code), channel map with runs and a jump
+    chan = np.concatenate([np.arange(200, 300), np.arange(0, 256), np.arange(100, 256)])
+    gain, off = core._cadc_affine()
+    starts = rng.integers(0, 1 << 20, 2048)
+    for noise in (None, starts):
+        nz = 0.0 if noise is None else core.noise.rows(noise, np.arange(512)).numpy().astype(
+            np.float64) * core.config.cadc_read_noise_lsb
+        x = rng.integers(1, 254, (2048, 512)) + 0.5 - nz
+        v_ch = (x - off.double().numpy()) / gain.double().numpy()
+        v = np.zeros((2048, 300), np.float32)
+        v[:, chan] = v_ch  # (a neuron read by two channels keeps the later channel's value)
+        v = torch.from_numpy(v)
+        want = core._cadc_codes(v[:, torch.from_numpy(chan)], gain, off, noise)
+        out = np.zeros((v.shape[0] + 3, 512), np.uint8)
+        rows = np.arange(v.shape[0]) + 3
+        fp.cadc_codes(v.numpy(), chan, gain, off, noise, core.noise.table,
+                      core.config.cadc_read_noise_lsb, rows, out)
+        np.testing.assert_array_equal(out[3:], want)
+        assert (out[:3] == 0).all() and 0 < want.mean() < 255
