@@ -10,6 +10,7 @@ import torch
 
 from protocol.addressmap import N_NEURONS, CrossbarInput, ReadoutSource
 from protocol.errors import ConfigError
+from protocol.wire import LABEL_MASK
 
 from . import fast, kernels
 from . import readout as ro
@@ -63,6 +64,7 @@ class _Sources:
     w: torch.Tensor
     ranges: np.ndarray  # [P, 2] block range per source (events.block_range)
     rank: np.ndarray  # [P] group rank (fast.group_rank)
+    record: np.ndarray  # [P] bool: the source's events reach FPGA_RECORD
     groups: list[list] | None = None
     layers: list[LayerSources] | None = None
 
@@ -180,32 +182,24 @@ class AnalogCore:
         m = self.model()
         chip = m.chip
 
-        # input events: FPGA spikes and background sources
-        uniq, inv = np.unique(b.spike_label, return_inverse=True)
-        rows_u, rec_u = self._fpga_rows(m, uniq)
-        src_rows, ev_row = [rows_u], [inv.reshape(-1).astype(np.int64)]
-        ev_ep, ev_t = [b.spike_episode], [b.spike_time]
-        sel = rec_u[inv.reshape(-1)] if inv.size else np.zeros(0, bool)
-        rec_ep, rec_t, rec_lab = [b.spike_episode[sel]], [b.spike_time[sel]], [b.spike_label[sel]]
+        # input events: FPGA spikes and background sources (source = unique label / pair)
+        uniq, inv = _unique_labels(b.spike_label)
         bs, bep, bt, blab = background_events(chip.background, b.duration, ids)
+        pairs = np.zeros((0, 2), np.int64)
+        binv = np.zeros(0, np.int64)
         if bs.size:
             pairs, binv = np.unique(np.stack([bs, blab], 1), axis=0, return_inverse=True)
             binv = binv.reshape(-1)
-            cur, brec = chip.router.route(int(CrossbarInput.BACKGROUND0) + pairs[:, 0],
-                                          pairs[:, 1])
-            src_rows.append(slot_major(chip.slot_matrix(cur), chip.n))
-            ev_row.append(binv + rows_u.shape[0])
-            ev_ep.append(bep)
-            ev_t.append(bt)
-            rec_ep.append(bep[brec[binv]])
-            rec_t.append(bt[brec[binv]])
-            rec_lab.append(blab[brec[binv]])
-        w_src = torch.cat(src_rows) if len(src_rows) > 1 else src_rows[0]
-        ev = (np.concatenate(ev_row), np.concatenate(ev_ep), np.concatenate(ev_t))
-        key = uniq.tobytes() + (pairs.tobytes() if bs.size else b"")
-        groups = self._sources(m, w_src, key)
+        groups = self._sources(m, uniq, pairs)
+        sel = groups.record[inv]
+        brec = groups.record[uniq.size + binv]
+        ev = (np.concatenate([inv, binv + uniq.size]), np.concatenate([b.spike_episode, bep]),
+              np.concatenate([b.spike_time, bt]))
+        rec_ep = [b.spike_episode[sel], bep[brec]]
+        rec_t = [b.spike_time[sel], bt[brec]]
+        rec_lab = [b.spike_label[sel], blab[brec]]
 
-        cadc = np.zeros((b.cadc_time.size, N_NEURONS), np.uint8)
+        cadc = np.empty((b.cadc_time.size, N_NEURONS), np.uint8)  # every row gets written
         madc = np.zeros(b.madc_time.size, np.uint16)
         counts = np.zeros(N_NEURONS, np.int64)
         spk_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -266,17 +260,26 @@ class AnalogCore:
     def _kernel_layers(self, m: _Model) -> bool:
         return self.use_kernels and m.layers is not None and not self.force_general
 
-    def _sources(self, m: _Model, w_src: torch.Tensor, key: bytes) -> _Sources:
-        """Jump tables of the batch's sources (cached per register version and source set),
-        built for the path(s) this run takes before the chunks start."""
+    def _sources(self, m: _Model, uniq: np.ndarray, pairs: np.ndarray) -> _Sources:
+        """Jump tables of the batch's sources (FPGA labels uniq, background (source, label)
+        pairs), cached per register version and source set, built for the path(s) this run
+        takes before the chunks start."""
+        key = (m.version, uniq.tobytes(), pairs.tobytes())
         c = self._group_cache
-        if c is not None and c[0] == (m.version, key) and c[1] is m:
+        if c is not None and c[0] == key and c[1] is m:
             src = c[2]
         else:
-            ranges = block_range(w_src)
-            src = _Sources(w_src, ranges, fast.group_rank(ranges))
-            self._group_cache = ((m.version, key), m, src)
-        p = m.params
+            chip = m.chip
+            rows, rec = self._fpga_rows(m, uniq)
+            if pairs.shape[0]:
+                cur, brec = chip.router.route(int(CrossbarInput.BACKGROUND0) + pairs[:, 0],
+                                              pairs[:, 1])
+                rows = torch.cat([rows, slot_major(chip.slot_matrix(cur), chip.n)])
+                rec = np.concatenate([rec, brec])
+            ranges = block_range(rows)
+            src = _Sources(rows, ranges, fast.group_rank(ranges), rec)
+            self._group_cache = (key, m, src)
+        w_src, p = src.w, m.params
         kern = self._kernel_layers(m)
         if kern and src.layers is None:
             src.layers = [fast.layer_sources(w_src, src.ranges, idx) for idx in m.layers]
@@ -365,14 +368,15 @@ class AnalogCore:
                 pre_ev = (e_a[ok], n_a[ok], a_step[ok], a_q[ok])
             if kern and not lp.has_adex:
                 if stream is None:
-                    stream = EventStream.build(ext[1], ext[0], ext[2], ext[3], n_ep,
-                                               group=src.rank[ext[2]])
+                    n_groups = int(src.rank.max(initial=-1)) + 2  # rank -1: no group
+                    stream = EventStream.build(ext[1], ext[0], ext[2], ext[3], n_ep, t_steps,
+                                               src.rank[ext[2]] + 1, n_groups)
                     ep_sorted = np.repeat(np.arange(n_ep), np.diff(stream.ptr))
                 ls = src.layers[li]
                 x = stream.select((ls.b1 > ls.b0)[stream.src], n_ep, ep_sorted)
                 pre = EventStream.empty(n_ep) if pre_ev is None else EventStream.build(
                     pre_ev[0].numpy(), pre_ev[2].numpy(), pre_ev[1].numpy(), pre_ev[3].numpy(),
-                    n_ep)
+                    n_ep, t_steps)
                 chan = m.chip.canon[idx.numpy()]
                 vl, syn, flat, seg = fast.integrate(lp, n_ep, t_steps, x, ls, pre, starts,
                                                     self.noise.table, chan, keep_syn)
@@ -577,6 +581,16 @@ class AnalogCore:
         off = mm.cadc_offset + ro.signed8(self.regs.cadc_offset) - gain * ro.CADC_V0_MV
         return (torch.from_numpy(gain.astype(np.float32)),
                 torch.from_numpy(off.astype(np.float32)))
+
+
+def _unique_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(labels, return_inverse=True) for 14-bit labels, through a table (no sort)."""
+    present = np.zeros(LABEL_MASK + 1, bool)
+    present[labels] = True
+    uniq = np.flatnonzero(present)
+    lut = np.zeros(LABEL_MASK + 1, np.int64)
+    lut[uniq] = np.arange(uniq.size)
+    return uniq, lut[labels]
 
 
 def _gather_columns(x: torch.Tensor, cols: np.ndarray) -> torch.Tensor:

@@ -30,12 +30,17 @@ class EventStream:
 
     @staticmethod
     def build(ep: np.ndarray, step: np.ndarray, src: np.ndarray, q: np.ndarray, n_ep: int,
-              group: np.ndarray | None = None) -> EventStream:
-        """Sort (stable) by episode, step, then `group`, keeping the input order within."""
-        keys = (step, ep) if group is None else (group, step, ep)
-        o = np.lexsort(keys)
-        ep_s = np.asarray(ep, _I64)[o]
-        ptr = np.searchsorted(ep_s, np.arange(n_ep + 1), side="left").astype(_I64)
+              t_steps: int, group: np.ndarray | None = None, n_groups: int = 1
+              ) -> EventStream:
+        """Sort (stable) by episode, step (0..t_steps-1), then group (0..n_groups-1), keeping
+        the input order within."""
+        ep = np.asarray(ep, _I64)
+        key = ep * t_steps + np.asarray(step, _I64)
+        if group is not None:
+            key = key * n_groups + group
+        o = kernels.bucket_order(key, n_ep * t_steps * n_groups)
+        ptr = np.zeros(n_ep + 1, _I64)
+        np.cumsum(np.bincount(ep, minlength=n_ep), out=ptr[1:])
         return EventStream(ptr, np.ascontiguousarray(step[o], _I64),
                            np.ascontiguousarray(src[o], _I64), np.ascontiguousarray(q[o], _I64))
 

@@ -299,3 +299,19 @@ def cadc_codes(v, run_c, run_n, run_len, gain, off, noise_start, table, alpha,  
                 for i in range(c1 - c0):
                     x = vr[i] * g[i] + f[i]
                     o[i] = np.uint8(min(max(np.rint(x), lo), hi))
+
+
+@_jit
+def bucket_order(key, n_keys):  # noqa: ANN001, ANN201
+    """Stable order of the items by integer key in 0..n_keys-1 (a counting sort)."""
+    start = np.zeros(n_keys + 1, np.int64)
+    for i in range(key.shape[0]):
+        start[key[i] + 1] += 1
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    order = np.empty(key.shape[0], np.int64)
+    for i in range(key.shape[0]):
+        k = key[i]
+        order[start[k]] = i
+        start[k] += 1
+    return order
