@@ -135,13 +135,16 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
     noise = np.zeros((max(t_steps, 1), n), np.float32)
     u = np.zeros(n, np.float32)
     mx = np.zeros(n, np.float32)
+    traj = np.zeros((t1, n), np.float32)  # this episode's u, for the neurons that reach theta
     hits = 0
     for e in range(n_ep):
         syn[:] = _F0
+        v0 = v_out[0, e]
         for j in range(n):
             u[j] = u0[j]
+            traj[0, j] = u0[j]
+            v0[j] = u0[j] + e_eff[j]
             mx[j] = -np.inf
-        v_out[0, e, :] = u0
         if keep_syn:
             syn_out[0, :, e, :] = _F0
         if noisy:  # the episode's noise rows first: independent loads, well overlapped
@@ -166,6 +169,7 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
                 pi += 1
             nz = noise[k]
             out = v_out[k + 1, e]
+            tr = traj[k + 1]
             if xi == xi0 and pi == pi0:  # no input in this step: one fused pass
                 for j in range(n):
                     x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
@@ -178,7 +182,8 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
                         dd = dd + nz[j]
                     x = u[j] * a_mem[j] + dd
                     u[j] = x
-                    out[j] = x
+                    tr[j] = x
+                    out[j] = x + e_eff[j]
                     mx[j] = max(mx[j], x)
             else:
                 for j in range(n):
@@ -217,7 +222,8 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
                         dd = dd + nz[j]
                     x = u[j] * a_mem[j] + dd
                     u[j] = x
-                    out[j] = x
+                    tr[j] = x
+                    out[j] = x + e_eff[j]
                     mx[j] = max(mx[j], x)
             if keep_syn:
                 syn_out[k + 1, :, e, :] = syn
@@ -227,12 +233,8 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
                 if hits < cap:
                     hit_flat[hits] = e * n + j
                     for k in range(t1):
-                        hit_u[hits, k] = v_out[k, e, j]
+                        hit_u[hits, k] = traj[k, j]
                 hits += 1
-        for k in range(t1):  # u -> V = e_eff + u (simulate.lif_spikes)
-            row = v_out[k, e]
-            for j in range(n):
-                row[j] = row[j] + e_eff[j]
     return hits
 
 
@@ -240,10 +242,12 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
 def put_columns(grid, flat, first, vals):  # noqa: ANN001, ANN201
     """grid[t, flat[i]] = vals[t, i] for t >= first[i] (grid [T+1, E*N], vals [T+1, S])."""
     t1 = grid.shape[0]
-    for i in range(flat.shape[0]):
-        c = flat[i]
-        for t in range(max(first[i], 0), t1):
-            grid[t, c] = vals[t, i]
+    for t in range(t1):  # row by row: the columns are sorted, so the writes go forward
+        row = grid[t]
+        vt = vals[t]
+        for i in range(flat.shape[0]):
+            if t >= first[i]:
+                row[flat[i]] = vt[i]
 
 
 @_jit
