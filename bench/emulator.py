@@ -68,6 +68,7 @@ def core_fn(batch: int, out: dict):
         spike_time=t, spike_label=lab, cadc_episode=np.repeat(np.arange(batch), CADC_COUNT),
         cadc_time=np.tile(np.arange(CADC_COUNT) * CADC_INTERVAL, batch), noise_key=1)
     out["dt_ticks"] = core.model().chip.sim.dt_ticks
+    out["kernels"] = core.use_kernels
 
     def run() -> None:
         out["hidden_spikes_per_sample"] = float(core.run(b).spike_label.size / batch)
@@ -161,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     res["hidden_spikes_per_sample"] = info.get("hidden_spikes_per_sample")
     res["real_chip_samples_per_s"] = 84_000
     res["vs_real_chip"] = ours / 84_000
+    # where the time goes (median ms per batch): the stack's share beyond AnalogCore.run is
+    # program encode, framing + CRC both ways, executor and trace decode
+    res["ms_per_batch"] = {k: round(v * 1e3, 2) for k, v in sec.items()}
+    if "stack" in sec:
+        res["ms_per_batch"]["stack_minus_core"] = round((sec["stack"] - sec["core"]) * 1e3, 2)
+    res["kernels"] = info.get("kernels")
     print(json.dumps(res))
     return 0
 

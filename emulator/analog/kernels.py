@@ -17,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 try:
-    from numba import njit
+    from numba import njit, uint64
 except ImportError:  # pragma: no cover - numba is a declared dependency
     AVAILABLE = False
+    uint64 = int
 else:
     AVAILABLE = True
 
@@ -37,6 +38,7 @@ def _add_events(acc_s, acc_v, i0, i1, src, q, rows, off, b0s, b1s, fi, fv):  # n
     Event i from source s in sub-step bin q adds rows[off[s] + b - b0] * fi[q, b] to slot block
     b (b0 <= b < b1) and the left-to-right sum over those blocks of rows[.] * fv[q, b] to the
     membrane (events.event_jumps / source_groups). Returns the touched blocks as a bit mask.
+    (Plain 2-d / 3-d indexing throughout: a view per event costs more than its loop.)
     """
     n = acc_v.shape[0]
     touched = 0
@@ -50,50 +52,41 @@ def _add_events(acc_s, acc_v, i0, i1, src, q, rows, off, b0s, b1s, fi, fv):  # n
         o = off[s]
         touched |= ((1 << nb) - 1) << b0
         if nb == 2:
-            w0, w1 = rows[o], rows[o + 1]
-            f0, f1 = fi[qq, b0], fi[qq, b0 + 1]
-            g0, g1 = fv[qq, b0], fv[qq, b0 + 1]
-            a0, a1 = acc_s[b0], acc_s[b0 + 1]
+            b1 = b0 + 1
             for j in range(n):
-                x0 = w0[j]
-                x1 = w1[j]
-                a0[j] += x0 * f0[j]
-                a1[j] += x1 * f1[j]
-                acc_v[j] += x0 * g0[j] + x1 * g1[j]
+                x0 = rows[o, j]
+                x1 = rows[o + 1, j]
+                acc_s[b0, j] += x0 * fi[qq, b0, j]
+                acc_s[b1, j] += x1 * fi[qq, b1, j]
+                acc_v[j] += x0 * fv[qq, b0, j] + x1 * fv[qq, b1, j]
         elif nb == 1:
-            w0, f0, g0, a0 = rows[o], fi[qq, b0], fv[qq, b0], acc_s[b0]
             for j in range(n):
-                x0 = w0[j]
-                a0[j] += x0 * f0[j]
-                acc_v[j] += x0 * g0[j]
+                x0 = rows[o, j]
+                acc_s[b0, j] += x0 * fi[qq, b0, j]
+                acc_v[j] += x0 * fv[qq, b0, j]
         elif nb == 4:
-            w0, w1, w2, w3 = rows[o], rows[o + 1], rows[o + 2], rows[o + 3]
-            f0, f1, f2, f3 = fi[qq, 0], fi[qq, 1], fi[qq, 2], fi[qq, 3]
-            g0, g1, g2, g3 = fv[qq, 0], fv[qq, 1], fv[qq, 2], fv[qq, 3]
-            a0, a1, a2, a3 = acc_s[0], acc_s[1], acc_s[2], acc_s[3]
             for j in range(n):
-                x0 = w0[j]
-                x1 = w1[j]
-                x2 = w2[j]
-                x3 = w3[j]
-                a0[j] += x0 * f0[j]
-                a1[j] += x1 * f1[j]
-                a2[j] += x2 * f2[j]
-                a3[j] += x3 * f3[j]
-                acc_v[j] += ((x0 * g0[j] + x1 * g1[j]) + x2 * g2[j]) + x3 * g3[j]
+                x0 = rows[o, j]
+                x1 = rows[o + 1, j]
+                x2 = rows[o + 2, j]
+                x3 = rows[o + 3, j]
+                acc_s[0, j] += x0 * fi[qq, 0, j]
+                acc_s[1, j] += x1 * fi[qq, 1, j]
+                acc_s[2, j] += x2 * fi[qq, 2, j]
+                acc_s[3, j] += x3 * fi[qq, 3, j]
+                acc_v[j] += ((x0 * fv[qq, 0, j] + x1 * fv[qq, 1, j]) + x2 * fv[qq, 2, j]) + (
+                    x3 * fv[qq, 3, j])
         else:  # 3 blocks
-            w0, w1, w2 = rows[o], rows[o + 1], rows[o + 2]
-            f0, f1, f2 = fi[qq, b0], fi[qq, b0 + 1], fi[qq, b0 + 2]
-            g0, g1, g2 = fv[qq, b0], fv[qq, b0 + 1], fv[qq, b0 + 2]
-            a0, a1, a2 = acc_s[b0], acc_s[b0 + 1], acc_s[b0 + 2]
+            b1 = b0 + 1
+            b2 = b0 + 2
             for j in range(n):
-                x0 = w0[j]
-                x1 = w1[j]
-                x2 = w2[j]
-                a0[j] += x0 * f0[j]
-                a1[j] += x1 * f1[j]
-                a2[j] += x2 * f2[j]
-                acc_v[j] += (x0 * g0[j] + x1 * g1[j]) + x2 * g2[j]
+                x0 = rows[o, j]
+                x1 = rows[o + 1, j]
+                x2 = rows[o + 2, j]
+                acc_s[b0, j] += x0 * fi[qq, b0, j]
+                acc_s[b1, j] += x1 * fi[qq, b1, j]
+                acc_s[b2, j] += x2 * fi[qq, b2, j]
+                acc_v[j] += (x0 * fv[qq, b0, j] + x1 * fv[qq, b1, j]) + x2 * fv[qq, b2, j]
     return touched
 
 
@@ -261,19 +254,17 @@ def interpolate(grid, j, el, h_index, h, cols, out):  # noqa: ANN001, ANN201
         if cols[i] != c0 + i:
             contiguous = False
     for r in range(j.shape[0]):
-        g0 = grid[j[r], el[r]]
-        g1 = grid[j[r] + 1, el[r]]
-        hr = h[h_index[r]]
-        if contiguous:
-            o = out[r, c0:c0 + n]
+        jj = j[r]
+        e = el[r]
+        hi = h_index[r]
+        if contiguous:  # unsigned indices: no negative-index wrap-around, so it vectorises
             for i in range(n):
-                v0 = g0[i]
-                o[i] = (g1[i] - v0) * hr[i] + v0
+                v0 = grid[jj, e, i]
+                out[r, uint64(c0 + i)] = (grid[jj + 1, e, i] - v0) * h[hi, i] + v0
         else:
-            o = out[r]
             for i in range(n):
-                v0 = g0[i]
-                o[cols[i]] = (g1[i] - v0) * hr[i] + v0
+                v0 = grid[jj, e, i]
+                out[r, cols[i]] = (grid[jj + 1, e, i] - v0) * h[hi, i] + v0
 
 
 @_jit
@@ -287,22 +278,22 @@ def cadc_codes(v, run_c, run_n, run_len, gain, off, noise_start, table, alpha,  
     hi = np.float32(255.0)
     for r in range(rows.shape[0]):
         st = noise_start[r] if noisy else 0
+        row = rows[r]
         for u in range(run_c.shape[0]):
-            # slices, so that the inner loops index with the loop counter only (vectorised)
-            c0, c1 = run_c[u], run_c[u] + run_len[u]
-            vr = v[r, run_n[u]:run_n[u] + run_len[u]]
-            g = gain[c0:c1]
-            f = off[c0:c1]
-            o = out[rows[r], c0:c1]
+            c0 = run_c[u]
+            n0 = run_n[u]
+            # unsigned indices: no negative-index wrap-around, so the loops vectorise
             if noisy:
-                nz = table[st + c0:st + c1]
-                for i in range(c1 - c0):
-                    x = vr[i] * g[i] + f[i] + nz[i] * alpha
-                    o[i] = np.uint8(min(max(np.rint(x), lo), hi))
+                for i in range(run_len[u]):
+                    c = uint64(c0 + i)
+                    x = v[r, uint64(n0 + i)] * gain[c] + off[c] + table[uint64(st + c0 + i)] * (
+                        alpha)
+                    out[row, c] = np.uint8(min(max(np.rint(x), lo), hi))
             else:
-                for i in range(c1 - c0):
-                    x = vr[i] * g[i] + f[i]
-                    o[i] = np.uint8(min(max(np.rint(x), lo), hi))
+                for i in range(run_len[u]):
+                    c = uint64(c0 + i)
+                    x = v[r, uint64(n0 + i)] * gain[c] + off[c]
+                    out[row, c] = np.uint8(min(max(np.rint(x), lo), hi))
 
 
 @_jit
