@@ -316,33 +316,32 @@ def follow_spikes(p: TorchParams, v: torch.Tensor, flat: torch.Tensor, seg_all: 
     steps = torch.arange(t1, dtype=torch.float64)[:, None]
     while cols.numel():
         seg = seg_all[:, cols]
+        ce, cr, cv, ct = e_th[cols], rdt[cols], vr[cols], th[cols]  # this round's neurons
         k = (j - 1).to(torch.float64)
         late = t_rel > k
         t0 = torch.where(late, t_rel, k)
         # V at grid j-1 and j for these neurons, as the per-step path has them
         ar = torch.arange(cols.numel())
-        v_prev = _grid_v(e_th[cols], rdt[cols], vr[cols], seg[j - 1, ar], j - 1, t_rel, r0)
-        v_j = _grid_v(e_th[cols], rdt[cols], vr[cols], seg[j, ar], j, t_rel, r0)
-        v0 = torch.where(late, vr[cols], v_prev)
-        ts = spike_time(th[cols], rdt[cols], v0, v_j, t0, j.to(torch.float64))
+        v_prev = _grid_v(ce, cr, cv, seg[j - 1, ar], j - 1, t_rel, r0)
+        v_j = _grid_v(ce, cr, cv, seg[j, ar], j, t_rel, r0)
+        v0 = torch.where(late, cv, v_prev)
+        ts = spike_time(ct, cr, v0, v_j, t0, j.to(torch.float64))
         spikes.add(e_i[cols], n_i[cols], ts, j - 1)
         tr = ts + tref[cols]
         kr = torch.floor(tr).to(torch.int64)
         # membrane from the spike on: v_reset while refractory, then the released trajectory
         keep = kr < t1 - 1
         krc = kr.clamp(max=t1 - 2)
-        r0n = release_r0(vr[cols], e_th[cols], rdt[cols], seg[krc, ar], seg[krc + 1, ar], tr,
-                         kr.to(torch.float64))
+        r0n = release_r0(cv, ce, cr, seg[krc, ar], seg[krc + 1, ar], tr, kr.to(torch.float64))
         free = steps > tr
-        vs = torch.where(free, free_v(e_th[cols], seg, r0n * decay_since(rdt[cols], tr, steps)),
-                         vr[cols])
+        vs = torch.where(free, free_v(ce, seg, r0n * decay_since(cr, tr, steps)), cv)
         fc = flat[cols]
         if put is None:
             after = steps >= j
             v_flat.index_copy_(1, fc, torch.where(after, vs, v_flat.index_select(1, fc)))
         else:
             put(v_flat, fc, j, vs)
-        nxt = (vs >= th[cols]) & free & (steps > j) & keep
+        nxt = (vs >= ct) & free & (steps > j) & keep
         again = nxt.any(0)
         if not bool(again.any()):
             break
