@@ -41,6 +41,7 @@ from .simulate import (
 )
 
 MADC_NEURON_MASK = 0x1FF
+MIN_CHUNK_ELEMENTS = 1 << 20  # no splitting for the workers below this (~100 PNAS episodes)
 MADC_SOURCE_SHIFT = 9
 
 
@@ -208,10 +209,15 @@ class AnalogCore:
         dt = chip.sim.dt_ticks
         t_all = b.duration // dt + 1
         order = np.argsort(t_all, kind="stable")
-        per_ep = np.maximum(t_all[order], 1) * (chip.k + chip.n)
+        if self._kernel_layers(m):  # the kernels keep the V (and syn) grid only
+            per_ep = (t_all[order] + 1) * chip.n * (1 + 4 * self._needs(chip, b)[0])
+        else:  # dense jumps, state and grids
+            per_ep = np.maximum(t_all[order], 1) * (chip.k + chip.n)
         workers = max(1, int(self.sim.workers))
-        # at least one chunk per worker, none above the memory budget
-        budget = min(max(self.sim.chunk_elements, 1), int(per_ep.sum()) // workers + 1)
+        # one chunk per worker where that pays (each chunk costs ~2 ms of Python), none above
+        # the memory budget
+        budget = min(max(self.sim.chunk_elements, 1),
+                     max(int(per_ep.sum()) // workers + 1, MIN_CHUNK_ELEMENTS))
         chunks, start = [], 0
         while start < n_ep:
             stop = start + 1
@@ -227,8 +233,9 @@ class AnalogCore:
                             c_counts, c_parts)
             return c_counts, c_parts
 
-        if workers > 1 and len(chunks) > 1:
-            outs = list(self._pool(workers).map(job, chunks))
+        if workers > 1 and len(chunks) > 1:  # the calling thread takes the first chunk
+            rest = [self._pool(workers - 1).submit(job, c) for c in chunks[1:]]
+            outs = [job(chunks[0])] + [f.result() for f in rest]
         else:
             outs = [job(c) for c in chunks]
         for c_counts, c_parts in outs:  # chunk order: deterministic

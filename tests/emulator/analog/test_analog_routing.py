@@ -271,9 +271,12 @@ def test_layered_path_equals_general_path():
 
 
 def test_batch_equals_one_episode_at_a_time():
-    core = pnas_core(sim=SimConfig(chunk_elements=1 << 20))  # several chunks too
+    core = pnas_core(sim=SimConfig(chunk_elements=1 << 15))  # several chunks too
     b = pnas_batch(core, 6, seed=4)
+    core.capture = []
     whole = core.run(b)
+    assert len(core.capture) > 1
+    core.capture = None
     parts = []
     for e in range(6):
         s = b.spike_episode == e
