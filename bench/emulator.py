@@ -7,7 +7,8 @@ hidden spikes and CADC traces (all 512 channels) every 1.7 us returned.
 Through the whole stack: hostdriver program encode -> link/frames -> in-process emulator
 (executor + AnalogCore) -> trace -> decode into per-episode arrays. snnTorch runs the same
 network shape (Linear 256->246, Leaky, Linear 246->10, Leaky without reset) for 20 steps on the
-same batch size, in the same process. Prints one JSON object.
+same batch size, in the same process, at its better of 1 and all threads; all runs interleaved.
+Prints one JSON object (rates, ratios, median ms per batch, whether the numba kernels ran).
 
     python bench/emulator.py [--batch 256] [--repeats 5] [--core-only]
 """
