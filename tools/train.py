@@ -30,15 +30,31 @@ from protocol.errors import ConfigError, TrainingError
 from tools import _cli
 
 DATASETS = ("digits", "fashion-mnist", "mnist")
+CODES = ("latency", "onoff")
+# per-dataset defaults of the options left unset (docs/training.md: digits reach >= 97 % test
+# accuracy only with the on/off code and some regularisation; the 8x8 set is small)
+RECIPES: dict[str, dict[str, Any]] = {
+    "digits": {"input_code": "onoff", "rho": 1e-3, "input_dropout": 0.1},
+    "fashion-mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0},
+    "mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0},
+}
 WEAK_STRENGTH_LSB = 10.0  # below this a calibration's synapses are weak for the PNAS model
 
 
-def load_data(name: str, data_dir: str | None) -> tuple[Any, Any]:
-    """(train, test) SpikeDatasets of a named dataset."""
+def load_data(name: str, data_dir: str | None, code: str = "latency") -> tuple[Any, Any]:
+    """(train, test) SpikeDatasets of a named dataset. code "onoff" (digits only) adds a second
+    latency-coded input per pixel for 1 - intensity: dark pixels say where the stroke is not,
+    which lifts the 8x8 digits from ~95 % to ~97 % test accuracy at 128 inputs (still one
+    circuit per hidden neuron)."""
     from training import data
 
+    if code not in CODES:
+        raise ConfigError(f"unknown input code {code!r} (valid: {', '.join(CODES)})")
+    if code == "onoff" and name != "digits":
+        raise ConfigError("--input-code onoff is for digits (two inputs per pixel: 16x16 images "
+                          "would need 512 inputs, the chip's neurons take at most 256)")
     if name == "digits":
-        return data.load_digits_split()
+        return onoff_digits() if code == "onoff" else data.load_digits_split()
     if name == "fashion-mnist":
         d = data_dir or str(data.FASHION_MNIST_DIR)
         return data.load_fashion_mnist("train", d), data.load_fashion_mnist("test", d)
@@ -47,6 +63,47 @@ def load_data(name: str, data_dir: str | None) -> tuple[Any, Any]:
             raise ConfigError("--dataset mnist needs --data-dir DIR (MNIST IDX files)")
         return data.load_mnist("train", data_dir), data.load_mnist("test", data_dir)
     raise ConfigError(f"unknown dataset {name!r} (valid: {', '.join(DATASETS)})")
+
+
+def onoff_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[Any, Any]:
+    """scikit-learn's digits with inputs [x, 1 - x] (128), split exactly as
+    training.data.load_digits_split (stratified, fixed by seed)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from training.data import SpikeDataset
+
+    digits = load_digits()
+    x = torch.as_tensor(digits.data / 16.0, dtype=torch.float32)
+    x = torch.cat([x, 1.0 - x], dim=1)
+    y = torch.as_tensor(digits.target, dtype=torch.long)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=digits.target
+    )
+    train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
+    return SpikeDataset(x[train_idx], y[train_idx]), SpikeDataset(x[test_idx], y[test_idx])
+
+
+class InputDropout(torch.utils.data.Dataset):
+    """Training-set augmentation: each input spike of a batch is dropped with probability p
+    (torch's global RNG, which the trainer seeds and checkpoints: resumes stay bit-exact)."""
+
+    def __init__(self, dataset: Any, p: float) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"--input-dropout must be in [0, 1), got {p}")
+        self.dataset, self.p = dataset, p
+        self.n_inputs, self.n_classes = dataset.n_inputs, dataset.n_classes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, indices: list[int]) -> Any:
+        from training.data import SpikeBatch
+
+        batch = self.dataset.__getitems__(indices)
+        keep = (torch.rand(batch.spikes.shape) >= self.p).to(batch.spikes.dtype)
+        return SpikeBatch(batch.spikes * keep, batch.labels)
 
 
 class _Bars:
@@ -112,8 +169,11 @@ def _calibration(args: argparse.Namespace, board: Any) -> Any:
 def build_network(args: argparse.Namespace, n_in: int, n_out: int) -> Any:
     from training.nn import pnas_network
 
-    return pnas_network(n_in, args.hidden, n_out, quantize=True, seed=args.seed,
-                        dropout=args.dropout)
+    net = pnas_network(n_in, args.hidden, n_out, quantize=True, seed=args.seed,
+                       dropout=args.dropout)
+    with torch.no_grad():
+        net.layers[0].weight.mul_(args.init_gain)
+    return net
 
 
 def main(args: argparse.Namespace) -> int:
@@ -144,7 +204,10 @@ def _main(args: argparse.Namespace) -> int:
     from training.loss import PNASLoss
     from training.trainer import TrainConfig, train
 
-    train_set, test_set = load_data(args.dataset, args.data_dir)
+    for name, value in RECIPES[args.dataset].items():  # per-dataset defaults
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    train_set, test_set = load_data(args.dataset, args.data_dir, args.input_code)
     n_out = max(train_set.n_classes, test_set.n_classes)
     net = build_network(args, train_set.n_inputs, n_out)
 
@@ -182,7 +245,9 @@ def _main(args: argparse.Namespace) -> int:
                       f"{test}, {m.samples_per_s:.0f} samples/s", file=sys.stderr, flush=True)
 
         try:
-            result = train(net, loss, train_set, test_set, config,
+            data = InputDropout(train_set, args.input_dropout) if args.input_dropout else \
+                train_set
+            result = train(net, loss, data, test_set, config,
                            checkpoint_dir=args.checkpoint, resume=args.resume,
                            calibration=reference, progress=bars, on_epoch=on_epoch)
         finally:
@@ -201,6 +266,9 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
     rates = [h.samples_per_s for h in new]
     obj: dict[str, Any] = {
         "dataset": args.dataset,
+        "input_code": args.input_code,
+        "rho": args.rho,
+        "input_dropout": args.input_dropout,
         "mode": "sim" if args.sim else "board",
         "board": None if args.sim else args.board,
         "serial": serial,
@@ -261,11 +329,20 @@ def parser() -> argparse.ArgumentParser:
     a("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
     a("--lr-decay", type=float, default=0.03, help="learning-rate decay per epoch (default 3 %%)")
     a("--seed", type=int, default=0)
-    a("--rho", type=float, default=0.0, help="spike-count regulariser weight (PNAS Eq. 6)")
+    a("--rho", type=float, default=None,
+      help="spike-count regulariser weight (PNAS Eq. 6; default 1e-3 for digits, else 0)")
     a("--l2", type=float, default=0.0, help="weight L2")
     a("--readout-scale", type=float, default=5.0, help="factor on the readout maxima before the "
       "softmax (default 5)")
     a("--dropout", type=float, default=0.0, help="hidden dropout (--sim only)")
+    a("--input-code", choices=CODES, default=None,
+      help="latency (PNAS) or onoff (pixel and its inverse, digits only; default for digits)")
+    a("--input-dropout", type=float, default=None,
+      help="drop each training input spike with this probability (augmentation; default 0.1 "
+           "for digits, else 0)")
+    a("--init-gain", type=float, default=0.4,
+      help="factor on the hidden layer's initial weights (default 0.4: few of them start at "
+           "the chip's +-63 limit)")
     a("--strength", type=float, default=14.0,
       help="--calibrate: PSP of a weight-63 event on one circuit, CADC LSB (default 14)")
     a("--max-batches", type=int, default=None, help="batches per epoch (smoke runs)")
