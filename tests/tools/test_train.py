@@ -130,3 +130,44 @@ def test_missing_dataset_directory_exits_1(tmp_path: Path,
              "--epochs", "1"])
     assert info.value.code == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_onoff_digits_match_the_standard_split() -> None:
+    import torch
+
+    from tools.train import onoff_digits
+    from training.data import load_digits_split
+
+    on_train, on_test = onoff_digits()
+    train_set, test_set = load_digits_split()
+    assert on_train.n_inputs == 128 and len(on_train) == len(train_set)
+    assert torch.equal(on_train.bins[:, :64], train_set.bins)
+    assert torch.equal(on_test.labels, test_set.labels)
+    # a pixel too dark to spike (x <= 0.2) spikes early in its off input (1 - x >= 0.8)
+    on, off = on_train.bins[:, :64], on_train.bins[:, 64:]
+    assert bool((off[on < 0] == 1).all()) and bool((on < 0).any())
+
+
+def test_input_dropout_drops_spikes_at_the_given_rate() -> None:
+    import torch
+
+    from protocol.errors import ConfigError
+    from tools.train import InputDropout
+    from training.data import load_digits_split
+
+    train_set, _ = load_digits_split()
+    torch.manual_seed(0)
+    kept = InputDropout(train_set, 0.3).__getitems__(list(range(500)))
+    full = train_set.__getitems__(list(range(500)))
+    assert torch.equal(kept.labels, full.labels)
+    assert bool((kept.spikes <= full.spikes).all())
+    assert float(kept.spikes.sum() / full.spikes.sum()) == pytest.approx(0.7, abs=0.03)
+    with pytest.raises(ConfigError):
+        InputDropout(train_set, 1.0)
+
+
+def test_onoff_code_is_for_digits_only(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli(["--sim", "--dataset", "fashion-mnist", "--input-code", "onoff", "--epochs", "1"])
+    assert info.value.code == 2
+    assert "digits" in capsys.readouterr().err
