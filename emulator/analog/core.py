@@ -387,7 +387,8 @@ class AnalogCore:
                 chan = m.chip.canon[idx.numpy()]
                 vl, syn, flat, seg = fast.integrate(lp, n_ep, t_steps, x, ls, pre, starts,
                                                     self.noise.table, chan, keep_syn)
-                sl = follow_spikes(lp, vl, flat, seg, fast.put_columns)
+                sl, v_cols = follow_spikes(lp, idx.numel(), flat, seg)
+                fast.put_columns(vl, flat, v_cols)
                 out = LayerOut(u=vl, v=vl, syn=syn, adapt=None, spikes=sl)
             else:
                 events = dense_jumps(src.groups[li + 1], *ext, n_ep, idx.numel())

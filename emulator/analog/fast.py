@@ -134,11 +134,10 @@ def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: L
             torch.from_numpy(seg[:hits]).T)
 
 
-def put_columns(v_flat: torch.Tensor, cols: torch.Tensor, first: torch.Tensor,
-                vals: torch.Tensor) -> None:
-    """v_flat[t, cols] = vals[t] for t >= first (simulate.follow_spikes)."""
-    kernels.put_columns(v_flat.numpy(), cols.numpy(), first.numpy(),
-                        np.ascontiguousarray(vals.numpy()))
+def put_columns(v: torch.Tensor, flat: torch.Tensor, cols: torch.Tensor) -> None:
+    """v.view(T+1, -1)[:, flat] = cols (simulate.follow_spikes' columns back into the grid)."""
+    kernels.put_columns(v.view(v.shape[0], -1).numpy(), np.ascontiguousarray(flat.numpy(), _I64),
+                        np.ascontiguousarray(cols.numpy()))
 
 
 def interp_weights(rdt: torch.Tensor, fu: torch.Tensor) -> torch.Tensor:

@@ -232,15 +232,11 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
 
 
 @_jit
-def put_columns(grid, flat, first, vals):  # noqa: ANN001, ANN201
-    """grid[t, flat[i]] = vals[t, i] for t >= first[i] (grid [T+1, E*N], vals [T+1, S])."""
-    t1 = grid.shape[0]
-    for t in range(t1):  # row by row: the columns are sorted, so the writes go forward
-        row = grid[t]
-        vt = vals[t]
+def put_columns(grid, flat, vals):  # noqa: ANN001, ANN201
+    """grid[t, flat[i]] = vals[t, i] (grid [T+1, E*N], vals [T+1, S])."""
+    for t in range(grid.shape[0]):  # row by row: the columns are sorted, so writes go forward
         for i in range(flat.shape[0]):
-            if t >= first[i]:
-                row[flat[i]] = vt[i]
+            grid[t, flat[i]] = vals[t, i]
 
 
 @_jit

@@ -21,7 +21,6 @@ operands, so they agree bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -291,22 +290,23 @@ def lif_spikes(p: TorchParams, u: torch.Tensor) -> tuple[SpikeList, torch.Tensor
     flat = e_i * u.shape[2] + n_i
     seg_all = u.view(t1, -1).index_select(1, flat)
     v = u.add_(p.e_eff)
-    return follow_spikes(p, v, flat, seg_all), v
+    spikes, v_cols = follow_spikes(p, u.shape[2], flat, seg_all)
+    v.view(t1, -1).index_copy_(1, flat, v_cols)
+    return spikes, v
 
 
-def follow_spikes(p: TorchParams, v: torch.Tensor, flat: torch.Tensor, seg_all: torch.Tensor,
-                  put: Callable | None = None) -> SpikeList:
-    """The spikes of the neurons flat = e * N + n (those whose free membrane reaches threshold
-    at all; seg_all [T+1, S] their free membrane u), in closed form; resets are written into the
-    membrane grid v [T+1, E, N] (V = e_eff + u elsewhere). put(v_flat, cols, first, vals):
-    v_flat[t, cols] = vals[t] for t >= first (default: torch)."""
+def follow_spikes(p: TorchParams, n: int, flat: torch.Tensor, seg_all: torch.Tensor
+                  ) -> tuple[SpikeList, torch.Tensor]:
+    """The spikes of the neurons flat = e * n + neuron (those whose free membrane reaches
+    threshold at all; seg_all [T+1, S] their free membrane u), in closed form, and their
+    membrane [T+1, S] with the resets (the grid's columns there: V = e_eff + u elsewhere)."""
     spikes = SpikeList()
-    if flat.numel() == 0:
-        return spikes
-    t1, n = v.shape[0], v.shape[2]
     e_i, n_i = flat // n, flat % n
-    v_flat = v.view(t1, -1)
     e_th, rdt, vr, th = p.e_eff[n_i], p.rdt[n_i], p.v_reset[n_i], p.theta[n_i]
+    v_cols = e_th + seg_all
+    if flat.numel() == 0:
+        return spikes, v_cols
+    t1 = seg_all.shape[0]
     tref = p.t_ref_steps[n_i]
     cols = torch.arange(e_i.numel())
     first = free_v(e_th, seg_all[1:], torch.zeros(())) >= th
@@ -335,12 +335,8 @@ def follow_spikes(p: TorchParams, v: torch.Tensor, flat: torch.Tensor, seg_all: 
         r0n = release_r0(cv, ce, cr, seg[krc, ar], seg[krc + 1, ar], tr, kr.to(torch.float64))
         free = steps > tr
         vs = torch.where(free, free_v(ce, seg, r0n * decay_since(cr, tr, steps)), cv)
-        fc = flat[cols]
-        if put is None:
-            after = steps >= j
-            v_flat.index_copy_(1, fc, torch.where(after, vs, v_flat.index_select(1, fc)))
-        else:
-            put(v_flat, fc, j, vs)
+        after = steps >= j
+        v_cols.index_copy_(1, cols, torch.where(after, vs, v_cols.index_select(1, cols)))
         nxt = (vs >= ct) & free & (steps > j) & keep
         again = nxt.any(0)
         if not bool(again.any()):
@@ -349,7 +345,7 @@ def follow_spikes(p: TorchParams, v: torch.Tensor, flat: torch.Tensor, seg_all: 
         cols = cols[sel]
         j = torch.argmax(nxt[:, sel].to(torch.uint8), dim=0)
         t_rel, r0 = tr[sel], r0n[sel]
-    return spikes
+    return spikes, v_cols
 
 
 def _grid_v(e_eff: torch.Tensor, rdt: torch.Tensor, v_reset: torch.Tensor, u_j: torch.Tensor,
