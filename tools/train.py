@@ -225,8 +225,7 @@ def _main(args: argparse.Namespace) -> int:
             cal = _calibration(args, board)
             backend = tb.BoardBackend(board, calibration=cal,
                                       allow_uncalibrated=args.allow_uncalibrated,
-                                      targets=tb.training_targets(args.strength),
-                                      timeout=args.batch_timeout)
+                                      targets=tb.training_targets(args.strength))
             net.connect(backend)
             reference = backend.reference()
         loss = PNASLoss(readout_scale=args.readout_scale, rho=args.rho, l2=args.l2,
@@ -347,8 +346,6 @@ def parser() -> argparse.ArgumentParser:
       help="--calibrate: PSP of a weight-63 event on one circuit, CADC LSB (default 14)")
     a("--max-batches", type=int, default=None, help="batches per epoch (smoke runs)")
     a("--threads", type=int, default=1, help="torch threads (default 1: fastest for small nets)")
-    a("--batch-timeout", type=float, default=60.0,
-      help="seconds one batch program may take on the board (default 60)")
     return p
 
 

@@ -45,6 +45,7 @@ from hostdriver.chip import ChipConfig, GlobalCell, NeuronCell, believed
 from hostdriver.program import CADCSchedule, Program, SpikeInput
 from protocol.addressmap import N_NEURONS
 from protocol.errors import TrainingError
+from protocol.wire import TICKS_PER_US
 from training.backend import Backend, LayerObservation, Observations
 from training.mapping import Mapping, place, specs_of
 
@@ -342,9 +343,8 @@ class BoardBackend(Backend):
         """[512] resting CADC level of every channel (no input; a few episodes, averaged)."""
         steps = int(net.n_steps)
         p = Program()
-        dt = float(net.dt) * 1e6
-        tk = p.episodes(BASELINE_EPISODES, self._duration(steps, dt),
-                        cadc=CADCSchedule(interval=dt, count=steps, start=self.delay_us))
+        duration, cadc = self._timing(steps, float(net.dt))
+        tk = p.episodes(BASELINE_EPISODES, duration, cadc=cadc, unit="ticks")
         data = p.run(self.board, timeout=self.timeout)[tk]
         s = data.cadc.samples.astype(np.float64)  # [E, T, 512]
         rest = s.mean(axis=(0, 1))
@@ -358,8 +358,15 @@ class BoardBackend(Backend):
             )
         return rest
 
-    def _duration(self, steps: int, dt_us: float) -> float:
-        return self.delay_us + (steps - 1) * dt_us + TAIL_US
+    def _timing(self, steps: int, dt: float) -> tuple[int, CADCSchedule]:
+        """(episode duration, CADC schedule) in ticks: samples at delay + t * dt, t < steps.
+        dt in seconds; inputs use the same whole-tick step as the samples (1.7 us -> 212)."""
+        dt_ticks, delay = self._ticks(dt)
+        duration = delay + (steps - 1) * dt_ticks + int(round(TAIL_US * TICKS_PER_US))
+        return duration, CADCSchedule(interval=dt_ticks, count=steps, start=delay)
+
+    def _ticks(self, dt: float) -> tuple[int, int]:
+        return int(round(dt * 1e6 * TICKS_PER_US)), int(round(self.delay_us * TICKS_PER_US))
 
     # ------------------------------------------------------------------ observe
     def observe(
@@ -374,7 +381,6 @@ class BoardBackend(Backend):
                 "(or train with dropout in 'sim' and fine-tune on the board without it)"
             )
         steps, batch = int(x.shape[0]), int(x.shape[1])
-        dt = float(net.dt) * 1e6
         xs = x.detach()
         if bool(((xs != 0) & (xs != 1)).any()):
             raise TrainingError("board input spikes must be 0 or 1 per step and input")
@@ -386,11 +392,10 @@ class BoardBackend(Backend):
         self.words_written += program.write_config(cfg, believed(self.board))
         s, e, i = torch.nonzero(xs.cpu(), as_tuple=True)
         labels = self.mapping.input_labels[i.numpy()]
-        spikes = SpikeInput(e.numpy(), s.numpy() * dt, labels)
-        ticket = program.episodes(
-            batch, self._duration(steps, dt), spikes=spikes,
-            cadc=CADCSchedule(interval=dt, count=steps, start=self.delay_us),
-        )
+        dt_ticks, _ = self._ticks(float(net.dt))
+        spikes = SpikeInput(e.numpy(), s.numpy() * dt_ticks, labels)
+        duration, cadc = self._timing(steps, float(net.dt))
+        ticket = program.episodes(batch, duration, spikes=spikes, cadc=cadc, unit="ticks")
         data = program.run(self.board, timeout=self.timeout)[ticket]
         self.programs += 1
         return self._observations(data, steps, batch, x)
