@@ -34,7 +34,6 @@ from .simulate import (
     LayerOut,
     Recurrence,
     add_blocks,
-    follow_spikes,
     lif_spikes,
     run_layer,
     to_ticks,
@@ -387,7 +386,7 @@ class AnalogCore:
                 chan = m.chip.canon[idx.numpy()]
                 vl, syn, flat, seg = fast.integrate(lp, n_ep, t_steps, x, ls, pre, starts,
                                                     self.noise.table, chan, keep_syn)
-                sl, v_cols = follow_spikes(lp, idx.numel(), flat, seg)
+                sl, v_cols = fast.follow_spikes(lp, idx.numel(), flat, seg)
                 fast.put_columns(vl, flat, v_cols)
                 out = LayerOut(u=vl, v=vl, syn=syn, adapt=None, spikes=sl)
             else:

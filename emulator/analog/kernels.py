@@ -28,7 +28,9 @@ _F0 = np.float32(0.0)
 
 
 def _jit(fn):  # noqa: ANN001, ANN202
-    return njit(cache=True, nogil=True, boundscheck=False)(fn) if AVAILABLE else fn
+    # error_model="numpy": IEEE results (inf, nan) for a division by zero, as torch gives
+    return njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")(fn) if (
+        AVAILABLE) else fn
 
 
 @_jit
@@ -306,3 +308,99 @@ def bucket_order(key, n_keys):  # noqa: ANN001, ANN201
         order[start[k]] = i
         start[k] += 1
     return order
+
+
+# ---------------------------------------------------------------- spike following (glue)
+# simulate.follow_spikes, one round, split at its transcendental functions: those stay in
+# torch (numba's libm differs from torch in the last bit), the arithmetic between them runs
+# here, operation for operation as in simulate.py (decay_since, free_v, release_r0, spike_time).
+
+
+@_jit
+def fs_grid_args(seg, cols, j, t_rel, rdt, out_arg, out_u):  # noqa: ANN001, ANN201
+    """For grid points j-1 and j of each active column: decay_since's exponent
+    -(rdt * max(f32(j' - t_rel), 0)) into out_arg [2, S'] and u there into out_u [2, S']."""
+    for i in range(cols.shape[0]):
+        c = cols[i]
+        for g in range(2):
+            jj = j[i] - 1 + g
+            x = max(np.float32(np.float64(jj) - t_rel[i]), np.float32(0.0))
+            out_arg[g, i] = -(rdt[i] * x)
+            out_u[g, i] = seg[jj, c]
+
+
+@_jit
+def fs_cross_args(j, t_rel, r0, e_th, rdt, vr, th, dec, u, out_x, out_span, out_lam,  # noqa: ANN001, ANN201
+                  out_t0):
+    """_grid_v at j-1 and j (decay factors dec [2, S']), then spike_time's operands: x
+    (float64), span, lam and t0 per active column."""
+    for i in range(j.shape[0]):
+        k = np.float64(j[i] - 1)
+        k1 = np.float64(j[i])
+        v_prev = (e_th[i] + u[0, i]) + r0[i] * dec[0, i] if t_rel[i] < k else vr[i]
+        v_j = (e_th[i] + u[1, i]) + r0[i] * dec[1, i] if t_rel[i] < k1 else vr[i]
+        late = t_rel[i] > k
+        t0 = t_rel[i] if late else k
+        v0 = vr[i] if late else v_prev
+        x = (th[i] - v0) / (v_j - v0)
+        x = min(max(x, np.float32(0.0)), np.float32(1.0))
+        span = k1 - t0
+        out_x[i] = np.float64(x)
+        out_span[i] = span
+        out_lam[i] = np.float64(rdt[i]) * span
+        out_t0[i] = t0
+
+
+@_jit
+def fs_release_args(seg, cols, x, span, lam, t0, lp, tref, rdt, t1, out_tr, out_kr, out_arg,  # noqa: ANN001, ANN201
+                    out_u):
+    """spike_time's result (lp = log1p(x * expm1(-lam))) -> spike time; release time tr and
+    its step kr; release_r0's expm1 operands (-rdt) * f and -rdt into out_arg [2, S'] and u at
+    the release step's two grid points into out_u [2, S']. Returns the spike times."""
+    ts = np.empty(cols.shape[0], np.float64)
+    for i in range(cols.shape[0]):
+        frac = -lp[i] / max(lam[i], 1e-300) if lam[i] > 1e-9 else x[i]
+        t = t0[i] + span[i] * min(max(frac, 0.0), 1.0)
+        ts[i] = t
+        tr = t + tref[i]
+        kr = np.int64(np.floor(tr))
+        out_tr[i] = tr
+        out_kr[i] = kr
+        f = np.float32(tr - np.float64(kr))
+        out_arg[0, i] = (-rdt[i]) * f
+        out_arg[1, i] = -rdt[i]
+        krc = min(kr, t1 - 2)
+        out_u[0, i] = seg[krc, cols[i]]
+        out_u[1, i] = seg[krc + 1, cols[i]]
+    return ts
+
+
+@_jit
+def fs_after_args(tr, rdt, vr, e_th, em, u, t1, out_r0, out_arg):  # noqa: ANN001, ANN201
+    """release_r0 (em [2, S'] = the two expm1) into out_r0, and decay_since's exponent for every
+    grid point t: -(rdt * max(f32(t - tr), 0)) into out_arg [T+1, S']."""
+    for i in range(tr.shape[0]):
+        h = em[0, i] / em[1, i]
+        u_at = u[0, i] + (u[1, i] - u[0, i]) * h
+        out_r0[i] = (vr[i] - e_th[i]) - u_at
+        for t in range(t1):
+            x = max(np.float32(np.float64(t) - tr[i]), np.float32(0.0))
+            out_arg[t, i] = -(rdt[i] * x)
+
+
+@_jit
+def fs_write(seg, cols, j, tr, kr, r0n, e_th, vr, th, dec, v_cols, out_next):  # noqa: ANN001, ANN201
+    """The membrane from the spike on (v_reset while refractory, then the released trajectory
+    (e_th + u) + r0n * dec) into v_cols[t >= j, col]; out_next[i] = the next grid point (> j,
+    released, before the last step) where it reaches threshold again, -1 if none."""
+    t1 = v_cols.shape[0]
+    for i in range(cols.shape[0]):
+        c = cols[i]
+        out_next[i] = -1
+        for t in range(t1):
+            free = np.float64(t) > tr[i]
+            vs = (e_th[i] + seg[t, c]) + r0n[i] * dec[t, i] if free else vr[i]
+            if t >= j[i]:
+                v_cols[t, c] = vs
+            if out_next[i] < 0 and vs >= th[i] and free and t > j[i] and kr[i] < t1 - 1:
+                out_next[i] = t
