@@ -74,7 +74,7 @@ class _Grid:
     """State grids of one simulated set of neurons (a layer, or all of them)."""
 
     idx: torch.Tensor  # [N_l] global neuron indices
-    v: torch.Tensor  # [T+1, E, N_l] membrane after resets
+    v: torch.Tensor | None  # [T+1, E, N_l] membrane after resets (None: see _cadc_plan)
     syn: torch.Tensor | None  # [T+1, 4, E, N_l] phi-scaled slot currents, if read out
     adapt: torch.Tensor | None  # [T+1, E, N_l] adaptation current, if read out
 
@@ -314,8 +314,11 @@ class AnalogCore:
             starts = self.noise.offsets(SALT_MEMBRANE, b.noise_key, ids[sel_ep][None, :],
                                         np.arange(t_steps)[:, None])  # [T, E]
         keep_syn, keep_ad = self._needs(chip, b)
+        plan = None
         if self._kernel_layers(m):
-            grids, spikes = self._layered(m, src, ext, starts, n_ep, t_steps, keep_syn, keep_ad)
+            plan = self._cadc_plan(m, b, local, n_ep, t_steps)
+            grids, spikes = self._layered(m, src, ext, starts, n_ep, t_steps, keep_syn, keep_ad,
+                                          plan=plan)
         elif m.layers is not None and not self.force_general:
             grids, spikes = self._layered(m, src, ext, starts, n_ep, t_steps, keep_syn, keep_ad,
                                           kern=False)
@@ -326,7 +329,18 @@ class AnalogCore:
         if self.capture is not None:
             self.capture.append((sel_ep, grids, spikes))
         self._collect_spikes(chip, b, sel_ep, spikes, counts, spk_parts)
-        self._readout(m, b, ids, local, grids, cadc, madc)
+        if plan is None:
+            self._readout(m, b, ids, local, grids, cadc, madc)
+        else:  # membrane interpolated inside the kernels: conversion only (and no MADC here)
+            req = np.flatnonzero(local[b.cadc_episode] >= 0)
+            starts = None
+            if self.config.cadc_read_noise_lsb > 0:
+                rank = _rank_in_episode(b.cadc_episode)[req]
+                starts = self.noise.offsets(SALT_CADC, b.noise_key, ids[b.cadc_episode[req]],
+                                            rank)
+            gain, off = self._cadc_affine()
+            fast.cadc_codes(plan.v, chip.circuit_neuron, gain, off, starts, self.noise.table,
+                            self.config.cadc_read_noise_lsb, req, cadc)
 
     def _dense_noise(self, m: _Model, starts: np.ndarray, n_ep: int, t_steps: int
                      ) -> torch.Tensor:
@@ -352,11 +366,31 @@ class AnalogCore:
         idx = torch.arange(p.n)
         return [_Grid(idx, out.v, out.syn, out.adapt)], out.spikes.tensors()[:3]
 
+    def _cadc_plan(self, m: _Model, b: EpisodeBatch, local: np.ndarray, n_ep: int,
+                   t_steps: int) -> fast.CadcPlan | None:
+        """The chunk's CADC requests for interpolation inside the kernels, which then keep no
+        membrane grid: when every layer runs through them, every channel reads the membrane,
+        the chunk has no MADC request and no test captures the grids. None otherwise."""
+        chip = m.chip
+        req = np.flatnonzero(local[b.cadc_episode] >= 0)
+        if (req.size == 0 or self.capture is not None
+                or bool((local[b.madc_episode] >= 0).any())
+                or any(lp.has_adex for lp in m.layer_params)
+                or not (chip.readout_source == int(ReadoutSource.MEMBRANE)).all()):
+            return None
+        t = b.cadc_time[req]
+        if int(t.max()) // chip.sim.dt_ticks >= t_steps:
+            raise ConfigError("a CADC sample time lies beyond its episode's duration")
+        return fast.CadcPlan.build(local[b.cadc_episode[req]], t, n_ep, chip.n,
+                                   chip.sim.dt_ticks)
+
     def _layered(self, m: _Model, src: _Sources, ext: tuple, starts: np.ndarray | None,
-                 n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool, kern: bool = True
+                 n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool, kern: bool = True,
+                 plan: fast.CadcPlan | None = None
                  ) -> tuple[list[_Grid], tuple[torch.Tensor, ...]]:
         """Layer after layer; LIF layers through the kernels (kern) or the torch reference,
-        AdEx layers always through the reference (spikes inside the step loop)."""
+        AdEx layers always through the reference (spikes inside the step loop). plan: the
+        kernels interpolate the CADC requests and keep no membrane grid (v None)."""
         grids = []
         sp_e, sp_n, sp_t, sp_k = [], [], [], []
         dt, delay = m.chip.sim.dt_ticks, m.chip.sim.route_delay_ticks
@@ -385,9 +419,12 @@ class AnalogCore:
                     n_ep, t_steps)
                 chan = m.chip.canon[idx.numpy()]
                 vl, syn, flat, seg = fast.integrate(lp, n_ep, t_steps, x, ls, pre, starts,
-                                                    self.noise.table, chan, keep_syn)
+                                                    self.noise.table, chan, keep_syn, plan, idx)
                 sl, v_cols = fast.follow_spikes(lp, idx.numel(), flat, seg)
-                fast.put_columns(vl, flat, v_cols)
+                if plan is None:
+                    fast.put_columns(vl, flat, v_cols)
+                else:
+                    fast.interp_patch(v_cols, flat, lp, plan, idx)
                 out = LayerOut(u=vl, v=vl, syn=syn, adapt=None, spikes=sl)
             else:
                 events = dense_jumps(src.groups[li + 1], *ext, n_ep, idx.numel())

@@ -99,18 +99,59 @@ def layer_sources(w_src: torch.Tensor, ranges: np.ndarray, idx: torch.Tensor) ->
 
 _NO_NOISE = np.zeros((0, 0), _I64)
 _NO_NOISE_1D = np.zeros(0, _I64)
+_NO_I64 = np.zeros(0, _I64)
+_NO_H = np.zeros((0, 0), np.float32)
+_NO_GRID = np.zeros((0, 0, 0), np.float32)
+
+
+@dataclass
+class CadcPlan:
+    """A chunk's CADC requests, interpolated inside kernels.integrate (no membrane grid kept):
+    request r (in the chunk's request order) of local episode e at grid step j + fraction
+    fu[h_index]; ptr [E+1] delimits each episode's run of the order `order`. v [R, N] receives
+    every neuron's membrane there."""
+
+    ptr: np.ndarray
+    order: np.ndarray
+    j: np.ndarray
+    h_index: np.ndarray
+    fu: torch.Tensor
+    v: np.ndarray
+
+    @staticmethod
+    def build(ep_local: np.ndarray, t: np.ndarray, n_ep: int, n: int, dt: int) -> CadcPlan:
+        o = np.argsort(ep_local, kind="stable").astype(_I64)
+        ptr = np.zeros(n_ep + 1, _I64)
+        np.cumsum(np.bincount(ep_local, minlength=n_ep), out=ptr[1:])
+        f = torch.from_numpy(((t % dt) / dt).astype(np.float32))
+        fu, inv = torch.unique(f, return_inverse=True)
+        return CadcPlan(ptr, o, np.ascontiguousarray((t // dt)[o], _I64),
+                        np.ascontiguousarray(inv.numpy()[o], _I64), fu,
+                        np.empty((t.size, n), np.float32))
+
+    def kernel_args(self, rdt: torch.Tensor, cols: torch.Tensor) -> tuple:
+        """(c_ptr, c_j, c_h, c_dst, h, cols, v_req) of kernels.integrate / interp_patch for
+        the layer with neurons cols (rates rdt)."""
+        h = interp_weights(rdt, self.fu).contiguous().numpy()
+        return (self.ptr, self.j, self.h_index, self.order, h,
+                np.ascontiguousarray(cols.numpy(), _I64), self.v)
+
+
+_NO_PLAN = (_NO_I64, _NO_I64, _NO_I64, _NO_I64, _NO_H, _NO_I64, _NO_H)
 
 
 def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: LayerSources,
               pre: EventStream, noise_start: np.ndarray | None, table: torch.Tensor,
-              chan: np.ndarray, keep_syn: bool
-              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+              chan: np.ndarray, keep_syn: bool, plan: CadcPlan | None = None,
+              idx: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """One LIF layer through kernels.integrate (simulate.run_layer without spikes, then the
     first half of simulate.lif_spikes, on the same operands): (V grid [T+1, E, N_l] = e_eff + u,
     syn grid [T+1, 4, E, N_l] or None, flat indices e * N_l + n of the neurons that reach
-    threshold, their free membrane [T+1, S])."""
+    threshold, their free membrane [T+1, S]). With a plan (and the layer's neuron indices idx)
+    no grid (None): the membrane at the CADC requests goes into plan.v instead."""
     n = lp.n
-    v = torch.empty(t_steps + 1, n_ep, n)
+    v = torch.empty(t_steps + 1, n_ep, n) if plan is None else torch.from_numpy(_NO_GRID)
     syn = torch.empty(t_steps + 1, 4, n_ep, n) if keep_syn else torch.empty(0, 4, 1, 1)
     umax = np.empty((n_ep, n), np.float32)
     rec = lp.rec.numpy()
@@ -123,16 +164,29 @@ def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: L
             np.arange(0, 4 * n_src, 4, dtype=_I64), np.zeros(n_src, _I64),
             np.full(n_src, 4, _I64), noise, table.numpy(), np.ascontiguousarray(chan, _I64),
             lp.noise_step.numpy(), v.numpy(), syn.numpy(), umax)
+    ro = _NO_PLAN if plan is None else plan.kernel_args(lp.rdt, idx)
     cap = max(64, n_ep * n // 16)
     while True:
         flat = np.empty(cap, _I64)
         seg = np.empty((cap, t_steps + 1), np.float32)
-        hits = kernels.integrate(*args, flat, seg)
+        hits = kernels.integrate(*args, flat, seg, *ro)
         if hits <= cap:
             break
         cap = hits  # more neurons reach threshold than expected: again, with room for all
-    return (v, syn if keep_syn else None, torch.from_numpy(flat[:hits]),
-            torch.from_numpy(seg[:hits]).T)
+    return (v if plan is None else None, syn if keep_syn else None,
+            torch.from_numpy(flat[:hits]), torch.from_numpy(seg[:hits]).T)
+
+
+def interp_patch(v_cols: torch.Tensor, flat: torch.Tensor, lp: TorchParams, plan: CadcPlan,
+                 idx: torch.Tensor) -> None:
+    """Redo plan.v for the neurons that spiked (flat = e * N_l + n; membrane columns v_cols
+    [T+1, S] from follow_spikes)."""
+    if flat.numel() == 0:
+        return
+    f = flat.numpy()
+    c_ptr, c_j, c_h, c_dst, h, cols, v_req = plan.kernel_args(lp.rdt, idx)
+    kernels.interp_patch(np.ascontiguousarray(v_cols.numpy()), f // lp.n, f % lp.n, c_ptr,
+                         c_j, c_h, c_dst, h, cols, v_req)
 
 
 def put_columns(v: torch.Tensor, flat: torch.Tensor, cols: torch.Tensor) -> None:

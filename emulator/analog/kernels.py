@@ -34,6 +34,12 @@ def _jit(fn):  # noqa: ANN001, ANN202
 
 
 @_jit
+def _lerp(v0, v1, h):  # noqa: ANN001, ANN202
+    """Membrane between two grid points (core._neuron_values): (v1 - v0) * h + v0."""
+    return (v1 - v0) * h + v0
+
+
+@_jit
 def _add_events(acc_s, acc_v, i0, i1, src, q, rows, off, b0s, b1s, fi, fv):  # noqa: ANN001, ANN202
     """Sum the jumps of events i0..i1-1 into zeroed accumulators (acc_s [4, N], acc_v [N]).
 
@@ -97,7 +103,8 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
               x_ptr, x_step, x_src, x_q, x_rows, x_off, x_b0, x_b1,
               p_ptr, p_step, p_src, p_q, p_rows, p_off, p_b0, p_b1,
               noise_start, table, chan, noise_step,
-              v_out, syn_out, umax, hit_flat, hit_u):
+              v_out, syn_out, umax, hit_flat, hit_u,
+              c_ptr, c_j, c_h, c_dst, h, cols, v_req):
     """Free membrane of one LIF layer, episode by episode (simulate.run_layer without spikes).
 
     u0, a_mem, e_eff, theta [N]; a_syn [4, N]; fi, fv [Q, 4, N] sub-step tables. Two event
@@ -110,9 +117,17 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
     [E, N], the largest u over steps 1..T. The neurons whose e_eff + umax reaches theta (the
     ones simulate.lif_spikes follows) are listed in hit_flat (e * N + n, in that order) with
     their u trajectory in hit_u [., T+1], up to the capacity of hit_flat. Returns their count.
+
+    v_out without rows: no grid is written; instead the membrane at the CADC requests (c_*:
+    CSR per episode, empty c_ptr: none) is interpolated right after its episode, from the
+    trajectory still in cache, into v_req[c_dst[r], cols[n]] (as interpolate() on the grid
+    would; interp_patch redoes the neurons that spike).
     """
-    t1, n_ep, n = v_out.shape
+    n = u0.shape[0]
+    n_ep = x_ptr.shape[0] - 1
+    t1 = hit_u.shape[1]
     t_steps = t1 - 1
+    keep_grid = v_out.shape[0] > 0
     keep_syn = syn_out.shape[0] > 0
     noisy = noise_start.shape[0] > 0
     cap = hit_flat.shape[0]
@@ -131,10 +146,16 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
     u = np.zeros(n, np.float32)
     mx = np.zeros(n, np.float32)
     traj = np.zeros((t1, n), np.float32)  # this episode's u, for the neurons that reach theta
+    sink = np.zeros(n, np.float32)  # stands in for a grid row when no grid is kept
+    col0 = cols[0] if cols.shape[0] > 0 else 0
+    cols_run = cols.shape[0] == n
+    for j in range(cols.shape[0]):
+        if cols[j] != col0 + j:
+            cols_run = False
     hits = 0
     for e in range(n_ep):
         syn[:] = _F0
-        v0 = v_out[0, e]
+        v0 = v_out[0, e] if keep_grid else sink
         for j in range(n):
             u[j] = u0[j]
             traj[0, j] = u0[j]
@@ -163,7 +184,7 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
             while pi < pe and p_step[pi] == k:
                 pi += 1
             nz = noise[k]
-            out = v_out[k + 1, e]
+            out = v_out[k + 1, e] if keep_grid else sink
             tr = traj[k + 1]
             if xi == xi0 and pi == pi0:  # no input in this step: one fused pass
                 for j in range(n):
@@ -230,7 +251,32 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
                     for k in range(t1):
                         hit_u[hits, k] = traj[k, j]
                 hits += 1
+        if c_ptr.shape[0] > 0:
+            for r in range(c_ptr[e], c_ptr[e + 1]):
+                jj = c_j[r]
+                hi = c_h[r]
+                dst = c_dst[r]
+                if cols_run:  # unsigned indices: no negative-index wrap-around (vectorises)
+                    for i in range(n):
+                        v_a = traj[jj, i] + e_eff[i]
+                        v_req[dst, uint64(col0 + i)] = _lerp(v_a, traj[jj + 1, i] + e_eff[i],
+                                                             h[hi, i])
+                else:
+                    for i in range(n):
+                        v_a = traj[jj, i] + e_eff[i]
+                        v_req[dst, cols[i]] = _lerp(v_a, traj[jj + 1, i] + e_eff[i], h[hi, i])
     return hits
+
+
+@_jit
+def interp_patch(v_cols, e_s, n_s, c_ptr, c_j, c_h, c_dst, h, cols, v_req):  # noqa: ANN001, ANN201
+    """Redo the requested membrane values of the neurons that spiked (episode e_s[s], layer
+    neuron n_s[s], grid column v_cols[:, s] with its resets), as interpolate() would."""
+    for s in range(e_s.shape[0]):
+        n = n_s[s]
+        for r in range(c_ptr[e_s[s]], c_ptr[e_s[s] + 1]):
+            jj = c_j[r]
+            v_req[c_dst[r], cols[n]] = _lerp(v_cols[jj, s], v_cols[jj + 1, s], h[c_h[r], n])
 
 
 @_jit
@@ -258,11 +304,11 @@ def interpolate(grid, j, el, h_index, h, cols, out):  # noqa: ANN001, ANN201
         if contiguous:  # unsigned indices: no negative-index wrap-around, so it vectorises
             for i in range(n):
                 v0 = grid[jj, e, i]
-                out[r, uint64(c0 + i)] = (grid[jj + 1, e, i] - v0) * h[hi, i] + v0
+                out[r, uint64(c0 + i)] = _lerp(v0, grid[jj + 1, e, i], h[hi, i])
         else:
             for i in range(n):
                 v0 = grid[jj, e, i]
-                out[r, cols[i]] = (grid[jj + 1, e, i] - v0) * h[hi, i] + v0
+                out[r, cols[i]] = _lerp(v0, grid[jj + 1, e, i], h[hi, i])
 
 
 @_jit

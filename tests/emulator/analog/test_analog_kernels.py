@@ -215,3 +215,27 @@ def test_readout_kernels_equal_reference_bit_for_bit():
                       core.config.cadc_read_noise_lsb, rows, out)
         np.testing.assert_array_equal(out[3:], want)
         assert (out[:3] == 0).all() and 0 < want.mean() < 255
+
+
+@pytest.mark.parametrize("seed", [None, 0, 1])
+def test_requests_interpolated_without_grid_equal_reference(seed, monkeypatch):
+    """No test capture, no MADC, all channels on the membrane: the kernels interpolate the CADC
+    requests per episode and keep no grid (fast.CadcPlan); same results as the reference."""
+    from emulator.analog import fast as fp
+
+    if seed is None:
+        fast, ref = pnas_core(), pnas_core(sim=SimConfig(kernels=False))
+        b = pnas_batch(fast, 12, seed=5)
+    else:
+        img, b = random_network(seed, mixed=False)
+        b.madc_episode = b.madc_episode[:0]
+        b.madc_time = b.madc_time[:0]
+        fast, ref = both(img, chunk_elements=1 << 14)
+    plans = []
+    build = fp.CadcPlan.build
+    monkeypatch.setattr(fp.CadcPlan, "build", staticmethod(
+        lambda *a, **k: plans.append(1) or build(*a, **k)))
+    a = fast.run(b)
+    assert plans  # the grid-less path ran
+    assert_same(a, ref.run(b))
+    assert a.spike_time.size > 0
