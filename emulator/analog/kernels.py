@@ -17,7 +17,11 @@ from __future__ import annotations
 import numpy as np
 
 try:
-    from numba import njit, uint64
+    from llvmlite import binding as _llvm
+    from llvmlite import ir as _ir
+    from numba import njit, types, uint64
+    from numba.core import cgutils
+    from numba.extending import intrinsic
 except ImportError:  # pragma: no cover - numba is a declared dependency
     AVAILABLE = False
     uint64 = int
@@ -25,6 +29,38 @@ else:
     AVAILABLE = True
 
 _F0 = np.float32(0.0)
+PREFETCH_LINE = 16  # float32 per 64-byte cache line
+
+if AVAILABLE:
+    # the intrinsic's name mangling follows LLVM's pointer model (opaque from LLVM 15 on)
+    _PREFETCH = "llvm.prefetch.p0" if _llvm.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
+
+    @intrinsic
+    def _prefetch(typingctx, arr, idx):  # noqa: ANN001, ANN202, ARG001
+        """Hint that arr[idx] will be read soon (the temporal-noise table is read at random
+        windows: without this every window is a run of cache misses)."""
+        if not isinstance(arr, types.Array):
+            return None
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
+                                           wraparound=False)
+            i8p = _ir.IntType(8).as_pointer()
+            i32 = _ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, _ir.FunctionType(_ir.VoidType(), [i8p, i32, i32, i32]),
+                _PREFETCH)
+            # read, high locality, data cache
+            builder.call(fn, [builder.bitcast(ptr, i8p), _ir.Constant(i32, 0),
+                              _ir.Constant(i32, 3), _ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(arr, idx), codegen
+else:  # pragma: no cover
+    def _prefetch(arr, idx):  # noqa: ANN001, ANN202
+        return None
 
 
 def _jit(fn):  # noqa: ANN001, ANN202
@@ -174,6 +210,12 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
                 else:
                     for j in range(n):
                         row[j] = table[st + chan[j]] * noise_step[j]
+            if e + 1 < n_ep and n > 0:  # next episode's windows arrive while this one runs
+                for k in range(t_steps):
+                    st = noise_start[k, e + 1]
+                    for j in range(0, n, PREFETCH_LINE):
+                        _prefetch(table, st + chan[j])
+                    _prefetch(table, st + chan[n - 1])
         xi, xe = x_ptr[e], x_ptr[e + 1]
         pi, pe = p_ptr[e], p_ptr[e + 1]
         for k in range(t_steps):
@@ -320,9 +362,13 @@ def cadc_codes(v, run_c, run_n, run_len, gain, off, noise_start, table, alpha,  
     noisy = noise_start.shape[0] > 0
     lo = np.float32(0.0)
     hi = np.float32(255.0)
+    n_ch = out.shape[1]
     for r in range(rows.shape[0]):
         st = noise_start[r] if noisy else 0
         row = rows[r]
+        if noisy and r + 8 < rows.shape[0]:  # random table windows: fetch ahead
+            for c in range(0, n_ch, PREFETCH_LINE):
+                _prefetch(table, noise_start[r + 8] + c)
         for u in range(run_c.shape[0]):
             c0 = run_c[u]
             n0 = run_n[u]
