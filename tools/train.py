@@ -34,9 +34,9 @@ CODES = ("latency", "onoff")
 # per-dataset defaults of the options left unset (docs/training.md: digits reach >= 97 % test
 # accuracy only with the on/off code and some regularisation; the 8x8 set is small)
 RECIPES: dict[str, dict[str, Any]] = {
-    "digits": {"input_code": "onoff", "rho": 1e-3, "input_dropout": 0.1},
-    "fashion-mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0},
-    "mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0},
+    "digits": {"input_code": "onoff", "rho": 1e-3, "input_dropout": 0.1, "lr_decay": 0.05},
+    "fashion-mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0, "lr_decay": 0.03},
+    "mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0, "lr_decay": 0.03},
 }
 WEAK_STRENGTH_LSB = 10.0  # below this a calibration's synapses are weak for the PNAS model
 
@@ -268,6 +268,7 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
         "input_code": args.input_code,
         "rho": args.rho,
         "input_dropout": args.input_dropout,
+        "lr_decay": args.lr_decay,
         "mode": "sim" if args.sim else "board",
         "board": None if args.sim else args.board,
         "serial": serial,
@@ -326,7 +327,8 @@ def parser() -> argparse.ArgumentParser:
     a("--hidden", type=int, default=246, help="hidden LIF neurons (default 246, PNAS)")
     a("--batch-size", type=int, default=100)
     a("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
-    a("--lr-decay", type=float, default=0.03, help="learning-rate decay per epoch (default 3 %%)")
+    a("--lr-decay", type=float, default=None,
+      help="learning-rate decay per epoch (default 5 %% for digits, else 3 %% as PNAS)")
     a("--seed", type=int, default=0)
     a("--rho", type=float, default=None,
       help="spike-count regulariser weight (PNAS Eq. 6; default 1e-3 for digits, else 0)")
