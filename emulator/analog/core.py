@@ -40,7 +40,10 @@ from .simulate import (
 )
 
 MADC_NEURON_MASK = 0x1FF
-MIN_CHUNK_ELEMENTS = 1 << 20  # no splitting for the workers below this (~100 PNAS episodes)
+# no splitting for the workers below this (~450 PNAS episodes): on the shared 2-core machine a
+# second worker gained nothing at 256 or 1024 episodes (its core is rarely free) and its chunk
+# costs thread hand-offs and ~2 ms of Python
+MIN_CHUNK_ELEMENTS = 1 << 22
 MADC_SOURCE_SHIFT = 9
 
 
