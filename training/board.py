@@ -217,17 +217,17 @@ class BoardBackend(Backend):
         t = self.targets
         self._check_time_constants(net, t)
         scales = self._chip_scales(net, mapping, t)
-        for (i, lin), s in zip(net.linear_layers(), scales, strict=True):
+        pairs = list(zip(net.linear_layers(), scales, strict=True))
+        for (i, lin), s in pairs:  # check every layer before changing any
             cur = float(lin.scale)
-            if abs(cur / s - 1.0) <= 1e-9:
-                continue
             if self.scales == "check" and abs(cur / s - 1.0) > SCALE_TOLERANCE:
                 raise TrainingError(
                     f"layer {i} (Linear) has weight scale {cur:.5g} but this calibration "
                     f"realises {s:.5g} per integer weight on the chip; build it with "
                     f"scale={s:.5g} or connect with scales='adopt'"
                 )
-            with torch.no_grad():
+        with torch.no_grad():
+            for (_, lin), s in pairs:
                 lin.scale.fill_(s)
         net.clamp_weights_()
         cfg = self._base_config()

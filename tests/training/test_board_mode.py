@@ -113,8 +113,10 @@ def test_weight_scale_is_adopted_or_checked(board, cal) -> None:
     wide = _net(n_hidden=200)
     wide.connect(BoardBackend(board, calibration=cal))
     assert float(wide.layers[2].scale) == pytest.approx(one / 2, rel=0.05)  # merged readout
+    unfitted = _net()
     with pytest.raises(TrainingError, match="scale"):
-        _net().connect(BoardBackend(board, calibration=cal, scales="check"))
+        unfitted.connect(BoardBackend(board, calibration=cal, scales="check"))
+    assert [float(lin.scale) for _, lin in unfitted.linear_layers()] == [1 / 16, 1 / 16]
     fitted = nn.pnas_network(64, 30, 10, quantize=True, scale=hidden)
     fitted.layers[2].scale.fill_(readout)
     fitted.connect(BoardBackend(board, calibration=cal, scales="check"))
