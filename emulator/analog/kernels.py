@@ -1,12 +1,15 @@
 """Compiled (numba) kernels for the hot loops of the layered path and the CADC readout.
 
-Each kernel does exactly the float32 operations of its torch reference (simulate.run_layer,
-events.dense_jumps, simulate.lif_spikes, core._neuron_values / _cadc_codes), in the same order,
-one rounding per operation (no fused multiply-add, no reassociation), so the two agree bit for
-bit (tested). What the kernels save is memory traffic and per-op overhead: one episode's state
-stays in cache for all of its steps, each input event is multiplied out where it lands instead of
-being expanded into dense per-step jump rows first, and the readout goes from the grid to 8-bit
-codes without intermediate [requests, channels] tensors.
+Each kernel does exactly the float32 / float64 operations of its torch reference
+(simulate.run_layer, events.dense_jumps, simulate.lif_spikes / follow_spikes,
+core._neuron_values / _cadc_codes), in the same order, one rounding per operation (no fused
+multiply-add, no reassociation), so the two agree bit for bit (tested). Transcendental functions
+stay in torch (numba's libm differs in the last bit): fast.follow_spikes calls the fs_* kernels
+around them. What the kernels save is memory traffic and per-op overhead: one episode's state
+stays in cache for all of its steps, each input event is multiplied out where it lands instead
+of being expanded into dense per-step jump rows first, the CADC requests are interpolated while
+the episode is in cache (no grid at all when nothing else needs one), and the temporal-noise
+table's random windows are prefetched.
 
 Compiled once per machine (`cache=True`, next to this file in __pycache__); `AVAILABLE` is False
 when numba is not installed, and the core then runs its torch reference path.
