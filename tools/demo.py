@@ -9,6 +9,7 @@ shows exactly what a lab engineer sees. Exits non-zero at the first failing stag
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -16,17 +17,28 @@ import time
 from pathlib import Path
 
 
+def write_training_targets(path: Path) -> None:
+    """The calibration targets that realise the training model (training.board)."""
+    from training.board import training_targets
+
+    path.write_text(json.dumps(training_targets().to_dict(), indent=1))
+
+
 def stages(board: str, workdir: Path, quick: bool) -> list[tuple[str, list[str]]]:
     cal = str(workdir / "calibration.json")
+    targets = workdir / "targets.json"
+    write_training_targets(targets)
     frames = "2000" if quick else "20000"
     return [
         ("board info", ["tools.info", "--board", board]),
         ("link test through the loopback, 1 % faults injected",
          ["tools.loopback", "--board", board, "--frames", frames, "--inject-faults", "0.01"]),
-        ("calibrate all 512 neurons", ["tools.calibrate", "--board", board, "--out", cal]),
+        ("calibrate all 512 neurons to the training targets",
+         ["tools.calibrate", "--board", board, "--targets", str(targets), "--clamp",
+          "--no-cache", "--out", cal]),
         ("train 8x8 digits with the chip in the loop",
          ["tools.train", "--board", board, "--dataset", "digits", "--calibration", cal,
-          "--epochs", "15" if not quick else "2", "--checkpoint", str(workdir / "ckpt")]),
+          "--epochs", "2" if quick else "40", "--checkpoint", str(workdir / "ckpt")]),
     ]
 
 
