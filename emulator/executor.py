@@ -216,30 +216,32 @@ class _Run:
         run = np.append(nd[1:], n) - nd - 1  # DATA words following each non-DATA word
         ndop = op[nd]
         need = np.where(ndop == Instr.WRITE, 1, np.where(ndop == Instr.WRITE_BLOCK, count[nd], 0))
-        # candidate errors: (stop index, code, info16, info32); the lowest stop index wins
-        cands: list[tuple[int, int, int, int]] = []
+        # candidate errors: (detected at, stop index, code, info16, info32). The one a streaming
+        # decoder meets first wins (a WRITE_BLOCK whose DATA words run short is detected at the
+        # missing word, after a malformed DATA word inside it); execution stops at `stop`.
+        cands: list[tuple[int, int, int, int, int]] = []
         if n and is_data[0]:
-            cands.append((0, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), 0))
+            cands.append((0, 0, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), 0))
         hit = np.flatnonzero(bad)
         if hit.size:
             i = int(hit[0])
-            cands.append((i, ErrorCode.BAD_INSTRUCTION, int(op[i]), i))
+            cands.append((i, i, ErrorCode.BAD_INSTRUCTION, int(op[i]), i))
         hit = np.flatnonzero(run < need)
         if hit.size:
             k = int(hit[0])
-            cands.append((int(nd[k]), ErrorCode.TRUNCATED_PROGRAM, int(ndop[k]),
-                          int(nd[k] + 1 + run[k])))
+            missing = int(nd[k] + 1 + run[k])
+            cands.append((missing, int(nd[k]), ErrorCode.TRUNCATED_PROGRAM, int(ndop[k]), missing))
         hit = np.flatnonzero(run > need)
         if hit.size:
             stray = int(nd[hit[0]] + 1 + need[hit[0]])
-            cands.append((stray, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), stray))
+            cands.append((stray, stray, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), stray))
         halts = np.flatnonzero((ndop == Instr.HALT) & ~bad[nd])
         halt_at = int(nd[halts[0]]) if halts.size else n
         if self.truncated_bytes:  # a partial last word: the program was cut off
-            cands.append((n, ErrorCode.TRUNCATED_PROGRAM, 0, n))
-        cands = [c for c in cands if c[0] < halt_at or (not halts.size and c[0] == n)]
+            cands.append((n, n, ErrorCode.TRUNCATED_PROGRAM, 0, n))
+        cands = [c for c in cands if c[1] < halt_at or (not halts.size and c[1] == n)]
         if cands:
-            stop, code, info16, info32 = min(cands)
+            _, stop, code, info16, info32 = min(cands)
             return stop, HALT_ABORTED, (int(code), info16, info32)
         if not halts.size:
             return n, HALT_ABORTED, (int(ErrorCode.TRUNCATED_PROGRAM), 0, n)

@@ -551,3 +551,18 @@ def test_deep_barrier_chain_uses_the_sequential_path(ex: Executor) -> None:
     samples, past, halt = _reference_timing(prog)
     assert ex.core.batches[0].cadc_time.tolist() == samples
     assert int(tr.halt["time"][0]) == halt == 61
+
+
+def test_malformed_data_inside_a_short_write_block_is_reported_where_a_decoder_meets_it() -> None:
+    # WRITE_BLOCK of 2 whose first DATA word has reserved bits, and whose second is missing:
+    # a streaming decoder meets the reserved bits (word 1) before the missing word (word 2)
+    words = [0x8400000200000010, 0x8300000100000010, 0x8000000000000010,
+             0x8000000000000010, 0x8000000000000010, int(Instr.HALT) << 56]
+    regs = RegisterFile(9)
+    tr = decode_trace(Executor(regs, FakeCore(regs)).run(_raw(*words)))
+    with pytest.raises(DecodeError) as exc:
+        decode_program(_raw(*words))
+    assert exc.value.offset == 1
+    assert errors(tr)[0] == (ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), 1)
+    assert tr.halt["status"][0] == HALT_ABORTED
+    assert regs.scratch[0] == 0  # nothing of the malformed block was written
