@@ -26,13 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hostdriver.atomic import write_atomic
 from protocol.addressmap import CAPMEM_MAX, N_NEURONS
 from protocol.errors import CalibrationError, ConfigError
 
@@ -99,20 +99,7 @@ def dumps(result: CalibrationResult) -> str:
 def save(result: CalibrationResult, path: str | os.PathLike[str]) -> Path:
     """Write result to path atomically (temp file in the same directory, fsync, os.replace): a
     crash or a disconnected board never leaves a partial file behind."""
-    path = Path(path)
-    data = dumps(result).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, dumps(result).encode())
 
 
 def _bad(source: str, what: str) -> CalibrationError:

@@ -11,15 +11,14 @@ its current image until the new one is written, read back and verified (docs/fla
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
 import hostdriver
+from hostdriver.atomic import write_atomic
 from hostdriver.flash import FlashClient, FlashProgress, FlashResult
 from protocol.errors import FlashError
 from protocol.firmware_image import FirmwareImage, make_image, parse_image
@@ -126,16 +125,7 @@ def make_image_main(args: argparse.Namespace) -> int:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
 
 
 def _make_image_parser() -> argparse.ArgumentParser:

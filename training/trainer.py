@@ -8,8 +8,6 @@ reference the run was made with.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from hostdriver.atomic import atomic_open
 from protocol.errors import ConfigError, TrainingError
 from training.data import make_loader
 from training.loss import PNASLoss, accuracy
@@ -291,16 +290,8 @@ def save_checkpoint(
             "shuffle": shuffle.get_state() if shuffle is not None else None,
         },
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        torch.save(state, f)
     return path
 
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hostdriver.atomic import write_atomic
 from protocol.errors import ConfigError
 
 from .config import CONTAINERS, ChipConfig
@@ -103,16 +103,7 @@ def save_config(
     data = dumps(config, note=note).encode()
     if path.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
 
 
 def loads(text: str | bytes, *, source: str = "<string>") -> ChipConfig:
