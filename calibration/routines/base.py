@@ -181,3 +181,16 @@ def spike_intervals(data: EpisodeData, n: int = N_NEURONS) -> np.ndarray:
     med = np.where(counts % 2 == 1, isi[mid], 0.5 * (isi[mid] + isi[np.maximum(mid - 1, starts)]))
     out[nrn[starts]] = med
     return out
+
+
+def stacked_results(session: Any, sr: SearchResult, target: np.ndarray, clamped: np.ndarray,
+                    names: Sequence[str], cells: Sequence[int]) -> list[ParameterResult]:
+    """Apply a stacked [k, 512] search (e.g. exc and inh) to its CapMem cells and give one
+    ParameterResult per row, each with the neurons clamped in that row."""
+    out = []
+    for i, (name, cell) in enumerate(zip(names, cells, strict=True)):
+        session.config.neuron_capmem[cell] = sr.codes[i]
+        mine = clamped[(clamped >= i * N_NEURONS) & (clamped < (i + 1) * N_NEURONS)]
+        out.append(ParameterResult(name, target[i], sr.codes[i], sr.history[0][1][i],
+                                   sr.values[i], clamped=mine - i * N_NEURONS))
+    return out

@@ -29,7 +29,7 @@ from ..search import ModelSearch
 from ..session import Block, Session
 from ..setup import EXC, INH, nominal_codes, stim_labels
 from ..targets import Targets
-from .base import Routine, check_reach, run_alone
+from .base import Routine, check_reach, run_alone, stacked_results
 
 __all__ = ["SynapseRoutine", "calibrate", "measure_strength", "psp_amplitude"]
 
@@ -124,13 +124,7 @@ class SynapseRoutine(Routine):
                            increasing=True, start=start)
         clamped = check_reach("synaptic strength", sr, "LSB", self.clamp, rows=("exc", "inh"))
         session.config.global_capmem[GlobalCell.I_BIAS_SYNAPSE_DAC] = targets.synapse_dac
-        out = []
-        for i, name in enumerate(NAMES):
-            session.config.neuron_capmem[CELLS[i]] = sr.codes[i]
-            mine = clamped[(clamped >= i * 512) & (clamped < (i + 1) * 512)] - i * 512
-            out.append(ParameterResult(name, target[i], sr.codes[i], sr.history[0][1][i],
-                                       sr.values[i], clamped=mine))
-        return out
+        return stacked_results(session, sr, target, clamped, NAMES, CELLS)
 
 
 def calibrate(board: Any, targets: Targets | None = None, *, clamp: bool = False,

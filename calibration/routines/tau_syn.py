@@ -25,7 +25,7 @@ from ..search import ModelSearch
 from ..session import Block, Session
 from ..setup import EXC, INH, nominal_codes, stim_labels
 from ..targets import Targets
-from .base import Routine, check_reach, run_alone
+from .base import Routine, check_reach, run_alone, stacked_results
 
 __all__ = ["TauSynRoutine", "calibrate", "measure_tau_syn", "syn_decay_tau"]
 
@@ -113,13 +113,7 @@ class TauSynRoutine(Routine):
         sr = search.search(lambda c, r: measure_tau_syn(session, c, target, r), target,
                            increasing=False, start=start)
         clamped = check_reach("tau_syn", sr, "us", self.clamp, rows=("exc", "inh"))
-        out = []
-        for i, name in enumerate(NAMES):
-            session.config.neuron_capmem[CELLS[i]] = sr.codes[i]
-            mine = clamped[(clamped >= i * 512) & (clamped < (i + 1) * 512)] - i * 512
-            out.append(ParameterResult(name, target[i], sr.codes[i], sr.history[0][1][i],
-                                       sr.values[i], clamped=mine))
-        return out
+        return stacked_results(session, sr, target, clamped, NAMES, CELLS)
 
 
 def calibrate(board: Any, targets: Targets | None = None, *, clamp: bool = False,
