@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -120,12 +121,29 @@ def _array(source: str, where: str, value: Any, *, integer: bool = False) -> np.
     return np.asarray([np.nan if x is None else x for x in value], np.float64)
 
 
+class _NonFinite(ValueError):
+    """A number the file format never writes (NaN, infinity, or one that overflows a float)."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(f"number {text[:20]!r} is not finite")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise _NonFinite(f"{name} is not a valid number in a calibration file")
+
+
 def loads(text: str | bytes, *, source: str = "<string>") -> CalibrationResult:
     """Parse a calibration file; CalibrationError saying what is wrong where."""
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _bad(source, f"not valid JSON ({e})") from None
+    except _NonFinite as e:
+        raise _bad(source, str(e)) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise _bad(source, f"format {got!r}, expected {FORMAT!r}")

@@ -236,3 +236,11 @@ def test_any_single_byte_change_is_refused_or_harmless(pos: int, byte: int) -> N
         return
     # accepted only if the content is unchanged (e.g. whitespace that JSON ignores)
     assert fileformat.dumps(back) == fileformat.dumps(small_result())
+
+
+@pytest.mark.parametrize("number", ["1E999", "-1e400", "NaN", "Infinity"])
+def test_non_finite_numbers_are_refused_as_a_damaged_file(number: str) -> None:
+    text = fileformat.dumps(small_result())
+    damaged = text.replace('"serial": ', f'"bogus": {number}, "serial": ', 1)
+    with pytest.raises(CalibrationError, match="not finite|not a valid number"):
+        fileformat.loads(damaged)
