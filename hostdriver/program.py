@@ -411,7 +411,7 @@ class Program:
         prios: list[np.ndarray] = []
         words: list[np.ndarray] = []
 
-        def add(t: np.ndarray, prio: int, w: np.ndarray) -> None:
+        def add(t: np.ndarray, w: np.ndarray, prio: int = 3) -> None:
             times.append(np.asarray(t, np.int64))
             prios.append(np.full(np.size(t), prio, np.int64))
             words.append(np.asarray(w, np.uint64))
@@ -427,10 +427,10 @@ class Program:
             order = np.argsort(we, kind="stable")
             we, wa, wv = we[order], wa[order], wv[order]
             pair = ins.write(wa, wv).reshape(-1, 2)
-            add(np.repeat(start[we], 2), 0, pair.reshape(-1))
+            add(np.repeat(start[we], 2), pair.reshape(-1), 0)
             self._effects.append(("raw", wa, wv))
             self.words_written += wa.size
-        add(start, 1, ins.episode_start(0)[0] | (idx.astype(np.uint64) << np.uint64(42)))
+        add(start, ins.episode_start(0)[0] | (idx.astype(np.uint64) << np.uint64(42)), 1)
         cadc_ticks = None
         if cadc is not None:
             c_start, c_int = to_ticks(cadc.start, unit), to_ticks(cadc.interval, unit)
@@ -441,7 +441,7 @@ class Program:
                     f"CADC schedule start {c_start}, interval {c_int}, count {c_n} (ticks): the "
                     f"samples must fit in the episode (last at {last}, episode + gap {period})"
                 )
-            add(start + c_start, 2, np.repeat(ins.cadc_schedule(c_int, c_n), n))
+            add(start + c_start, np.repeat(ins.cadc_schedule(c_int, c_n), n), 2)
             cadc_ticks = (c_start, c_int, c_n)
         madc_ticks = None
         if madc is not None:
@@ -451,7 +451,7 @@ class Program:
                     f"MADC schedule start {m_start} ticks, count {m_n}: need 0 <= start < "
                     f"{period} and count >= 1"
                 )
-            add(start + m_start, 2, np.repeat(ins.madc_record(m_n), n))
+            add(start + m_start, np.repeat(ins.madc_record(m_n), n), 2)
             madc_ticks = (m_start, m_n)
         if spikes is not None:
             s = spikes if isinstance(spikes, SpikeInput) else SpikeInput(*spikes)
@@ -472,17 +472,13 @@ class Program:
                 if sl.dtype.kind not in "iu" or sl.min() < 0 or sl.max() > LABEL_MASK:
                     raise config_error(f"spike labels must be integers 0..{LABEL_MASK}")
                 t_abs = start[se] + st
-                order = np.lexsort((sl, t_abs))
-                stream = ins.spikes(t_abs[order], sl[order])
-                is_wait = (stream >> np.uint64(OPCODE_SHIFT)) == int(Instr.WAIT_UNTIL)
-                wait_t = (stream & np.uint64(_M56)).astype(np.int64)
-                owner = np.maximum.accumulate(np.where(is_wait, np.arange(stream.size), 0))
-                add(wait_t[owner][~is_wait], 3, stream[~is_wait])
+                order = _order_by(t_abs, sl.astype(np.int64), LABEL_MASK + 1)
+                add(*spike_packs(t_abs[order], sl[order]))
 
         t = np.concatenate(times)
         pr = np.concatenate(prios)
         w = np.concatenate(words)
-        order = np.lexsort((np.arange(t.size), pr, t))
+        order = _order_by(t, pr, 4)  # stable: program order within (time, priority)
         t, w = t[order], w[order]
         new_t = np.ones(t.size, bool)
         new_t[1:] = t[1:] != t[:-1]
@@ -546,6 +542,35 @@ class Program:
                 if mine.any():
                     belief = ChipConfig.from_words(a[mine], v[mine], base=belief)
         return belief
+
+
+_SPIKE_SHIFTS = np.array([42, 28, 14, 0], np.uint64)
+
+
+def spike_packs(t: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(time, word) of the SPIKE1..4 packs of spikes sorted by time: the words
+    instructions.spikes emits, without its WAIT_UNTILs (episodes() places its own). Times and
+    labels are checked by the caller."""
+    n = t.size
+    new = np.ones(n, bool)
+    np.not_equal(t[1:], t[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    rank = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
+    first = np.flatnonzero(rank % 4 == 0)
+    filled = np.diff(np.append(first, n)).astype(np.uint64)
+    vals = labels.astype(np.uint64) << _SPIKE_SHIFTS[rank % 4]
+    words = np.add.reduceat(vals, first) if n else vals  # disjoint bit fields: + is |
+    words |= (filled + np.uint64(int(Instr.SPIKE1) - 1)) << np.uint64(OPCODE_SHIFT)
+    return t[first], words
+
+
+def _order_by(major: np.ndarray, minor: np.ndarray, n_minor: int) -> np.ndarray:
+    """Stable order by (major, minor) for non-negative int64 arrays, minor < n_minor: one
+    argsort of a combined key (timsort: fast on the sorted runs episodes() concatenates)
+    where it fits in 63 bits, else lexsort."""
+    if major.size and int(major.max()) >= (1 << 62) // n_minor:
+        return np.lexsort((minor, major))
+    return np.argsort(major * n_minor + minor, kind="stable")
 
 
 def _episode_index(what: str, episode: Any, n: int) -> np.ndarray:

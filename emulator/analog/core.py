@@ -228,11 +228,15 @@ class AnalogCore:
             chunks.append(np.sort(order[start:stop]))
             start = stop
 
+        # one chunk: its kernels split the episodes over the workers instead (one pool, never
+        # both levels: a pool thread waiting on its own pool would deadlock)
+        inner = workers if len(chunks) == 1 else 1
+
         def job(sel_ep: np.ndarray) -> tuple[np.ndarray, list]:
             c_counts = np.zeros(N_NEURONS, np.int64)
             c_parts: list = []
             self._run_chunk(m, b, ids, sel_ep, int(t_all[sel_ep].max()), groups, ev, cadc, madc,
-                            c_counts, c_parts)
+                            c_counts, c_parts, inner)
             return c_counts, c_parts
 
         if workers > 1 and len(chunks) > 1:  # the calling thread takes the first chunk
@@ -302,7 +306,7 @@ class AnalogCore:
     def _run_chunk(self, m: _Model, b: EpisodeBatch, ids: np.ndarray, sel_ep: np.ndarray,
                    t_steps: int, src: _Sources, ev: tuple[np.ndarray, ...],
                    cadc: np.ndarray, madc: np.ndarray, counts: np.ndarray,
-                   spk_parts: list) -> None:
+                   spk_parts: list, workers: int = 1) -> None:
         chip, p = m.chip, m.params
         dt, n_ep = chip.sim.dt_ticks, sel_ep.size
         local = np.full(b.n_episodes, -1, np.int64)
@@ -321,7 +325,7 @@ class AnalogCore:
         if self._kernel_layers(m):
             plan = self._cadc_plan(m, b, local, n_ep, t_steps)
             grids, spikes = self._layered(m, src, ext, starts, n_ep, t_steps, keep_syn, keep_ad,
-                                          plan=plan)
+                                          plan=plan, workers=workers)
         elif m.layers is not None and not self.force_general:
             grids, spikes = self._layered(m, src, ext, starts, n_ep, t_steps, keep_syn, keep_ad,
                                           kern=False)
@@ -389,11 +393,12 @@ class AnalogCore:
 
     def _layered(self, m: _Model, src: _Sources, ext: tuple, starts: np.ndarray | None,
                  n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool, kern: bool = True,
-                 plan: fast.CadcPlan | None = None
+                 plan: fast.CadcPlan | None = None, workers: int = 1
                  ) -> tuple[list[_Grid], tuple[torch.Tensor, ...]]:
         """Layer after layer; LIF layers through the kernels (kern) or the torch reference,
         AdEx layers always through the reference (spikes inside the step loop). plan: the
-        kernels interpolate the CADC requests and keep no membrane grid (v None)."""
+        kernels interpolate the CADC requests and keep no membrane grid (v None). workers: threads
+        the kernels split each layer's episodes over."""
         grids = []
         sp_e, sp_n, sp_t, sp_k = [], [], [], []
         dt, delay = m.chip.sim.dt_ticks, m.chip.sim.route_delay_ticks
@@ -421,8 +426,9 @@ class AnalogCore:
                     pre_ev[0].numpy(), pre_ev[2].numpy(), pre_ev[1].numpy(), pre_ev[3].numpy(),
                     n_ep, t_steps)
                 chan = m.chip.canon[idx.numpy()]
-                vl, syn, flat, seg = fast.integrate(lp, n_ep, t_steps, x, ls, pre, starts,
-                                                    self.noise.table, chan, keep_syn, plan, idx)
+                vl, syn, flat, seg = fast.integrate(
+                    lp, n_ep, t_steps, x, ls, pre, starts, self.noise.table, chan, keep_syn, plan,
+                    idx, self._pool(workers - 1) if workers > 1 else None, workers)
                 sl, v_cols = fast.follow_spikes(lp, idx.numel(), flat, seg)
                 if plan is None:
                     fast.put_columns(vl, flat, v_cols)

@@ -8,6 +8,7 @@ in emission-step, episode, neuron order), so the sums round alike.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,13 +144,15 @@ _NO_PLAN = (_NO_I64, _NO_I64, _NO_I64, _NO_I64, _NO_H, _NO_I64, _NO_H)
 def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: LayerSources,
               pre: EventStream, noise_start: np.ndarray | None, table: torch.Tensor,
               chan: np.ndarray, keep_syn: bool, plan: CadcPlan | None = None,
-              idx: torch.Tensor | None = None
+              idx: torch.Tensor | None = None, pool: Executor | None = None, workers: int = 1
               ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """One LIF layer through kernels.integrate (simulate.run_layer without spikes, then the
     first half of simulate.lif_spikes, on the same operands): (V grid [T+1, E, N_l] = e_eff + u,
     syn grid [T+1, 4, E, N_l] or None, flat indices e * N_l + n of the neurons that reach
     threshold, their free membrane [T+1, S]). With a plan (and the layer's neuron indices idx)
-    no grid (None): the membrane at the CADC requests goes into plan.v instead."""
+    no grid (None): the membrane at the CADC requests goes into plan.v instead. With a pool,
+    `workers` disjoint episode ranges run at once (the kernel releases the GIL); the result
+    is the same bit for bit (each episode is computed alone, hits concatenated in order)."""
     n = lp.n
     v = torch.empty(t_steps + 1, n_ep, n) if plan is None else torch.from_numpy(_NO_GRID)
     syn = torch.empty(t_steps + 1, 4, n_ep, n) if keep_syn else torch.empty(0, 4, 1, 1)
@@ -165,16 +168,46 @@ def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: L
             np.full(n_src, 4, _I64), noise, table.numpy(), np.ascontiguousarray(chan, _I64),
             lp.noise_step.numpy(), v.numpy(), syn.numpy(), umax)
     ro = _NO_PLAN if plan is None else plan.kernel_args(lp.rdt, idx)
-    cap = max(64, n_ep * n // 16)
-    while True:
-        flat = np.empty(cap, _I64)
-        seg = np.empty((cap, t_steps + 1), np.float32)
-        hits = kernels.integrate(*args, flat, seg, *ro)
-        if hits <= cap:
-            break
-        cap = hits  # more neurons reach threshold than expected: again, with room for all
+    bounds = episode_ranges(ext.ptr, pre.ptr, n_ep, n, t_steps, 1 if pool is None else workers)
+
+    def part(e_lo: int, e_hi: int) -> tuple[np.ndarray, np.ndarray]:
+        cap = max(64, (e_hi - e_lo) * n // 16)
+        while True:
+            flat = np.empty(cap, _I64)
+            seg = np.empty((cap, t_steps + 1), np.float32)
+            hits = kernels.integrate(*args, flat, seg, *ro, e_lo, e_hi)
+            if hits <= cap:
+                return flat[:hits], seg[:hits]
+            cap = hits  # more neurons reach threshold than expected: again, with room for all
+
+    if len(bounds) > 2:  # the calling thread takes the first range
+        futs = [pool.submit(part, a, b) for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]
+        parts = [part(bounds[0], bounds[1])] + [f.result() for f in futs]
+        flat = np.concatenate([f for f, _ in parts])
+        seg = np.concatenate([g for _, g in parts])
+    else:
+        flat, seg = part(0, n_ep)
     return (v if plan is None else None, syn if keep_syn else None,
-            torch.from_numpy(flat[:hits]), torch.from_numpy(seg[:hits]).T)
+            torch.from_numpy(flat), torch.from_numpy(seg).T)
+
+
+# neuron-steps (~4 ns each) below which one more thread costs more (hand-off ~0.1 ms) than it saves
+PARALLEL_MIN_WORK = 1 << 17
+
+
+def episode_ranges(x_ptr: np.ndarray, p_ptr: np.ndarray, n_ep: int, n: int, t_steps: int,
+                   workers: int) -> list[int]:
+    """Bounds of up to `workers` episode ranges of about equal work (steps x neurons plus the
+    events' rows), [0, n_ep] when one range is enough."""
+    work = n_ep * n * (t_steps + 1)
+    k = min(workers, n_ep, max(1, work // PARALLEL_MIN_WORK))
+    if k <= 1:
+        return [0, n_ep]
+    # per-episode cost: the fused step pass over n neurons, plus about n per event
+    cost = np.full(n_ep, float(n * t_steps)) + (np.diff(x_ptr) + np.diff(p_ptr)) * float(n)
+    cum = np.cumsum(cost)
+    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, k) / k, side="left") + 1
+    return sorted({0, n_ep, *np.clip(cuts, 1, n_ep - 1).tolist()})
 
 
 def interp_patch(v_cols: torch.Tensor, flat: torch.Tensor, lp: TorchParams, plan: CadcPlan,

@@ -143,8 +143,11 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
               p_ptr, p_step, p_src, p_q, p_rows, p_off, p_b0, p_b1,
               noise_start, table, chan, noise_step,
               v_out, syn_out, umax, hit_flat, hit_u,
-              c_ptr, c_j, c_h, c_dst, h, cols, v_req):
+              c_ptr, c_j, c_h, c_dst, h, cols, v_req, e_lo, e_hi):
     """Free membrane of one LIF layer, episode by episode (simulate.run_layer without spikes).
+
+    Only episodes e_lo..e_hi-1 (all arrays stay whole): episodes are independent, so callers
+    run disjoint ranges on several threads (nogil) and concatenate the hit lists in range order.
 
     u0, a_mem, e_eff, theta [N]; a_syn [4, N]; fi, fv [Q, 4, N] sub-step tables. Two event
     streams, each sorted by (episode, step) with CSR pointers per episode: x_* external inputs,
@@ -163,7 +166,6 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
     would; interp_patch redoes the neurons that spike).
     """
     n = u0.shape[0]
-    n_ep = x_ptr.shape[0] - 1
     t1 = hit_u.shape[1]
     t_steps = t1 - 1
     keep_grid = v_out.shape[0] > 0
@@ -192,7 +194,7 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
         if cols[j] != col0 + j:
             cols_run = False
     hits = 0
-    for e in range(n_ep):
+    for e in range(e_lo, e_hi):
         syn[:] = _F0
         v0 = v_out[0, e] if keep_grid else sink
         for j in range(n):
@@ -213,7 +215,7 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
                 else:
                     for j in range(n):
                         row[j] = table[st + chan[j]] * noise_step[j]
-            if e + 1 < n_ep and n > 0:  # next episode's windows arrive while this one runs
+            if e + 1 < e_hi and n > 0:  # next episode's windows arrive while this one runs
                 for k in range(t_steps):
                     st = noise_start[k, e + 1]
                     for j in range(0, n, PREFETCH_LINE):

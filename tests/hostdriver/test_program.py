@@ -333,3 +333,19 @@ def test_episode_layout_replays_to_the_requested_spikes(n, dur, gap, spikes):
     dec = decode_program(p.to_words().astype("<u8").tobytes())
     assert (dec["op"] == Instr.EPISODE_START).sum() == n
     assert (dec["op"] == Instr.CADC_SCHEDULE).sum() == n
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 16383)), max_size=60))
+def test_spike_packs_are_instructions_spikes_without_waits(pairs):
+    from hostdriver.program import spike_packs
+
+    pairs.sort(key=lambda p: p[0])
+    t = np.array([p[0] for p in pairs], np.int64)
+    lab = np.array([p[1] for p in pairs], np.int64)
+    times, words = spike_packs(t, lab)
+    stream = ins.spikes(t, lab)
+    is_wait = (stream >> np.uint64(56)) == int(Instr.WAIT_UNTIL)
+    owner = np.maximum.accumulate(np.where(is_wait, np.arange(stream.size), 0))
+    np.testing.assert_array_equal(words, stream[~is_wait])
+    np.testing.assert_array_equal(times, (stream[owner] & np.uint64((1 << 56) - 1))[~is_wait])
