@@ -41,7 +41,15 @@ from protocol.control import (
 from protocol.errors import ConfigError, DecodeError, LinkError
 from protocol.firmware_image import EMULATOR_BOARD_KIND
 from protocol.link import Link
-from protocol.wire import OPCODE_SHIFT, PROTOCOL_VERSION, TIMESTAMP_BITS, Channel, ErrorCode, Rec
+from protocol.wire import (
+    FRAME_MAX_PAYLOAD,
+    OPCODE_SHIFT,
+    PROTOCOL_VERSION,
+    TIMESTAMP_BITS,
+    Channel,
+    ErrorCode,
+    Rec,
+)
 
 ControlHandler = Callable[[bytes], bytes]
 _M32 = (1 << 32) - 1
@@ -57,7 +65,8 @@ class BoardEndpoint:
     faults: link faults from power-up (None: a clean link); SET_FAULTS packets change them.
     flash_file: the board's persistent flash (None: in memory); see emulator/flash.py.
     core: analog core to use instead of building emulator.analog.AnalogCore (tests).
-    link_options: keyword arguments of protocol.link.Link (window, rto, ...).
+    link_options: keyword arguments of protocol.link.Link (window, rto, ...); max_payload
+    defaults to FRAME_MAX_PAYLOAD here.
     keepalive: seconds between keepalive ACKs while a background program runs.
     """
 
@@ -80,7 +89,10 @@ class BoardEndpoint:
         self.board_kind = board_kind
         self.regs = RegisterFile(self.serial, firmware_version=firmware_version, chip_id=chip_id)
         self.executor = Executor(self.regs, core)
-        self._link_options = dict(link_options or {})
+        # the board sends its traces (megabytes of CADC samples) in the largest frames the
+        # format allows: 4x fewer frames to encode, check and ack than the Link default; the
+        # host's Link accepts any fragment size up to FRAME_MAX_PAYLOAD
+        self._link_options = {"max_payload": FRAME_MAX_PAYLOAD, **(link_options or {})}
         self._power_up_faults = faults or FaultConfig()
         self._handlers: dict[int, ControlHandler] = {
             int(ControlKind.HELLO): self._hello,

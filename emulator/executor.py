@@ -32,10 +32,12 @@ Semantics (what a firmware must reproduce; docs/protocol.md):
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from emulator import exec_kernels
 from emulator.registers import MADC_VALID_MASK, RegisterFile
 from protocol.addressmap import BLOCK_SHIFT, Block, address
 from protocol.wire import (
@@ -279,8 +281,14 @@ class _Run:
         barriers = np.flatnonzero(op == Instr.BARRIER)
 
         e0 = self.ex.timer
-        e, seg_off, past, pend = _timeline_fixed_point(e0, t, is_wait, is_reset, barriers, dur,
-                                                       has_adc)
+        if exec_kernels.use():  # one sequential pass
+            e, seg_off, past = (np.empty(n, np.int64), np.empty(n, np.int64),
+                                np.empty(n, bool))
+            pend = int(exec_kernels.timeline(e0, t, is_wait, is_reset, op == Instr.BARRIER, dur,
+                                             has_adc, e, seg_off, past))
+        else:
+            e, seg_off, past, pend = _timeline_fixed_point(e0, t, is_wait, is_reset, barriers,
+                                                           dur, has_adc)
         if e is None:  # barriers waiting on barriers, deeper than the fixed point goes
             e, seg_off, past, pend = _timeline_sequential(e0, t, is_wait, is_reset, barriers,
                                                           dur, has_adc, op)
@@ -465,7 +473,8 @@ class _Run:
         self.ep_explicit = np.ones(es.size, bool)
         events = ((self.spk_time, self.spk_from), (self.cadc_time, self.cadc_from),
                   (self.madc_time, self.madc_from))
-        early = any(bool((self._assign(t, f) < 0).any()) for t, f in events if t.size)
+        assigned = [self._assign(t, f) for t, f in events]
+        early = any(bool((a < 0).any()) for a in assigned if a.size)
         if early:
             t0 = int(np.flatnonzero(_TIMED[op])[0])  # exists: some event was issued
             e_before = int(self.e[t0 - 1]) if t0 > 0 else self.ex.timer
@@ -473,14 +482,15 @@ class _Run:
             self.ep_pos = np.concatenate([[int(I[t0])], self.ep_pos]).astype(np.int64)
             self.ep_index = np.concatenate([[-1], self.ep_index])
             self.ep_explicit = np.concatenate([[False], self.ep_explicit])
-        self.spk_ep, self.cadc_ep, self.madc_ep = (self._assign(t, f) for t, f in events)
+            assigned = [self._assign(t, f) for t, f in events]
+        self.spk_ep, self.cadc_ep, self.madc_ep = assigned
         # episode ends: the next start, or HALT; never before the last event in the episode
         n_ep = self.ep_start.size
         end = np.append(self.ep_start[1:], self.e_halt).astype(np.int64)
         for t, ep in ((self.spk_time, self.spk_ep), (self.cadc_time, self.cadc_ep),
                       (self.madc_time, self.madc_ep)):
             if t.size:
-                np.maximum.at(end, ep, t + 1)
+                _max_into(end, ep, t + 1)
         self.ep_end = end
         self.ep_next_pos = np.append(self.ep_pos[1:], np.iinfo(np.int64).max // 4)
         self.n_episodes = n_ep
@@ -648,9 +658,7 @@ class _Run:
         out[head] = word
         rows = np.flatnonzero(cadc_row >= 0)
         if rows.size:
-            data = _pack_cadc(self.cadc_samples[cadc_row[rows]])
-            dst = head[rows, None] + 1 + np.arange(CADC_DATA_WORDS)
-            out[dst] = data
+            _put_cadc(out, head[rows] + 1, self.cadc_samples, cadc_row[rows])
         ex = self.ex
         ex.timer = int(self.e_halt - self.off_halt)
         return out
@@ -787,6 +795,17 @@ def _chunk_times(now: int, off: int, t: np.ndarray, is_wait: np.ndarray, is_rese
     return e, seg_off, past
 
 
+def _max_into(out: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
+    """np.maximum.at(out, idx, vals); one reduceat when idx is sorted (events issued in
+    program order), which ufunc.at is many times slower than."""
+    if idx.size > 1 and not bool((idx[1:] >= idx[:-1]).all()):
+        np.maximum.at(out, idx, vals)
+        return
+    first = np.flatnonzero(np.concatenate([[True], idx[1:] != idx[:-1]]))
+    keys = idx[first]
+    out[keys] = np.maximum(out[keys], np.maximum.reduceat(vals, first))
+
+
 def _max_end(e: np.ndarray, dur: np.ndarray, has: np.ndarray) -> int:
     if not has.any():
         return 0
@@ -805,6 +824,17 @@ def _count_le(ref_e: np.ndarray, ref_seq: np.ndarray, e: np.ndarray, seq: np.nda
     for_tie = np.searchsorted(ref_seq, seq[tie], side="right")
     count[tie] = np.clip(for_tie, lo[tie], hi[tie])
     return count
+
+
+def _put_cadc(out: np.ndarray, at: np.ndarray, samples: np.ndarray, rows: np.ndarray) -> None:
+    """out[at[r]:at[r] + CADC_DATA_WORDS] = the CADC_DATA words of samples[rows[r]]."""
+    if exec_kernels.use() and sys.byteorder == "little" and CADC_SAMPLES_PER_WORD == 7:
+        # straight into the trace's bytes
+        exec_kernels.cadc_blocks(out.view(np.uint8), np.ascontiguousarray(at, np.int64),
+                                 samples, np.ascontiguousarray(rows, np.int64),
+                                 np.uint8(Rec.CADC_DATA))
+        return
+    out[at[:, None] + np.arange(CADC_DATA_WORDS)] = _pack_cadc(samples[rows])
 
 
 def _pack_cadc(samples: np.ndarray) -> np.ndarray:

@@ -501,3 +501,4 @@ def fs_write(seg, cols, j, tr, kr, r0n, e_th, vr, th, dec, v_cols, out_next):  #
                 v_cols[t, c] = vs
             if out_next[i] < 0 and vs >= th[i] and free and t > j[i] and kr[i] < t1 - 1:
                 out_next[i] = t
+

@@ -566,3 +566,42 @@ def test_malformed_data_inside_a_short_write_block_is_reported_where_a_decoder_m
     assert errors(tr)[0] == (ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), 1)
     assert tr.halt["status"][0] == HALT_ABORTED
     assert regs.scratch[0] == 0  # nothing of the malformed block was written
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_timing_ops, max_size=40))
+def test_timing_kernel_and_numpy_twin_agree(prog) -> None:
+    from emulator import exec_kernels
+
+    words = ins.program_bytes(_encode_timing(prog))
+    traces = []
+    for enabled in (True, False):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(exec_kernels, "ENABLED", enabled)
+            regs = RegisterFile(1)
+            ex = Executor(regs, FakeCore(regs))
+            traces.append((ex.run(words), [b.cadc_time.tolist() for b in ex.core.batches]))
+    assert traces[0] == traces[1]
+    assert exec_kernels.AVAILABLE
+
+
+def test_cadc_blocks_kernel_equals_numpy_packing() -> None:
+    from emulator import exec_kernels
+    from emulator import executor as mod
+
+    rng = np.random.default_rng(4)
+    samples = rng.integers(0, 256, (9, 512), dtype=np.uint8)
+    rows = rng.permutation(9)[:6]
+    at = np.sort(rng.choice(np.arange(0, 2000, 80), 6, replace=False)) + rng.integers(0, 5)
+    outs = []
+    for enabled in (True, False):
+        out = np.full(2100, 7, np.uint64)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(exec_kernels, "ENABLED", enabled)
+            mod._put_cadc(out, at, samples, rows)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    first = outs[0][at[0]:at[0] + 74]
+    assert int(first[0]) >> 56 == int(Rec.CADC_DATA)
+    assert [(int(first[0]) >> (8 * j)) & 0xFF for j in range(7)] == samples[rows[0], :7].tolist()
+    assert int(first[73]) & ((1 << 56) - 1) == samples[rows[0], 511]
