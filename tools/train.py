@@ -232,7 +232,8 @@ def _main(args: argparse.Namespace) -> int:
                         weights=net.weights())
         config = TrainConfig(epochs=args.epochs, lr=args.lr, lr_decay=args.lr_decay,
                              batch_size=args.batch_size, seed=args.seed,
-                             max_batches=args.max_batches, threads=args.threads)
+                             max_batches=args.max_batches, threads=args.threads,
+                             schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup)
         bars = _Bars(enabled=not args.json, epochs=args.epochs)
 
         def on_epoch(m: Any) -> None:
@@ -329,6 +330,12 @@ def parser() -> argparse.ArgumentParser:
     a("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
     a("--lr-decay", type=float, default=None,
       help="learning-rate decay per epoch (default 5 %% for digits, else 3 %% as PNAS)")
+    a("--schedule", choices=("exponential", "cosine"), default="exponential",
+      help="learning-rate schedule: exponential decay per epoch (PNAS, default) or cosine "
+           "annealing to --lr-floor over --epochs")
+    a("--lr-floor", type=float, default=0.02,
+      help="cosine: final learning rate as a fraction of --lr (default 0.02)")
+    a("--warmup", type=float, default=0.0, help="cosine: epochs of linear warm-up (default 0)")
     a("--seed", type=int, default=0)
     a("--rho", type=float, default=None,
       help="spike-count regulariser weight (PNAS Eq. 6; default 1e-3 for digits, else 0)")

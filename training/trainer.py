@@ -8,6 +8,7 @@ reference the run was made with.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
 CHECKPOINT_FORMAT = "strobe-training-checkpoint"
 CHECKPOINT_VERSION = 1
 LAST = "last.pt"
+SCHEDULES = ("exponential", "cosine")
 
 
 @dataclass
@@ -44,7 +46,11 @@ class TrainConfig:
     """Hyper-parameters (PNAS 2022 defaults). lr_decay: fraction the learning rate drops per
     epoch. max_batches: cap on batches per epoch (smoke runs); None = the whole set.
     threads: torch intra-op threads while training (None: leave as is); small networks on a
-    shared CPU run several times faster with 1."""
+    shared CPU run several times faster with 1.
+    schedule: "exponential" (lr * (1 - lr_decay)^epoch, PNAS) or "cosine" (anneals from lr to
+    lr * lr_floor over `epochs`, per batch: for a fixed budget of epochs the last ones then
+    refine at a small step instead of stopping mid-way down an exponential).
+    warmup: epochs of linear warm-up before the cosine (0: none)."""
 
     epochs: int = 10
     lr: float = 1.5e-3
@@ -54,8 +60,15 @@ class TrainConfig:
     seed: int = 0
     max_batches: int | None = None
     threads: int | None = None
+    schedule: str = "exponential"
+    lr_floor: float = 0.02
+    warmup: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0.0 <= self.lr_floor <= 1.0 or self.warmup < 0:
+            raise ConfigError(f"lr_floor must be in [0, 1] and warmup >= 0: {self}")
         if self.epochs < 0 or self.batch_size <= 0 or self.eval_batch_size <= 0:
             raise ConfigError(f"epochs >= 0 and batch sizes > 0 required: {self}")
         if self.lr <= 0 or not 0.0 <= self.lr_decay < 1.0:
@@ -182,10 +195,12 @@ def _train(
     on_epoch: Callable[[EpochMetrics], None] | None,
 ) -> TrainResult:
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=1.0 - config.lr_decay)
     shuffle = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     result = TrainResult()
+    loader = make_loader(train_set, config.batch_size, shuffle=True, generator=shuffle)
+    n_batches = len(loader) if config.max_batches is None else min(len(loader), config.max_batches)
+    scheduler = _scheduler(optimizer, config, n_batches)
     ckpt_path = Path(checkpoint_dir) / LAST if checkpoint_dir is not None else None
     if resume:
         if ckpt_path is None:
@@ -196,8 +211,6 @@ def _train(
         result.history = [EpochMetrics(**h) for h in state["history"]]
 
     device = _device(net)
-    loader = make_loader(train_set, config.batch_size, shuffle=True, generator=shuffle)
-    n_batches = len(loader) if config.max_batches is None else min(len(loader), config.max_batches)
     for epoch in range(result.start_epoch, config.epochs):
         net.train()
         lr = optimizer.param_groups[0]["lr"]
@@ -214,6 +227,8 @@ def _train(
             loss.backward()
             optimizer.step()
             net.clamp_weights_()
+            if config.schedule == "cosine":
+                scheduler.step()
             k = len(labels)
             loss_sum += float(loss.detach()) * k
             correct += accuracy(y.readout.detach(), labels) * k
@@ -223,7 +238,8 @@ def _train(
                 running = {"loss": loss_sum / n, "accuracy": correct / n, "spikes": spikes / n}
                 progress(epoch, b, n_batches, running)
         seconds = time.perf_counter() - start
-        scheduler.step()
+        if config.schedule == "exponential":
+            scheduler.step()
         metrics = EpochMetrics(
             epoch=epoch + 1,
             lr=lr,
@@ -253,6 +269,25 @@ def _train(
         if on_epoch is not None:
             on_epoch(metrics)
     return result
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, n_batches: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule: stepped per epoch (exponential) or per batch (cosine)."""
+    if config.schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=1.0 - config.lr_decay)
+    total = max(1, config.epochs * n_batches)
+    warm = min(total - 1, round(config.warmup * n_batches))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return config.lr_floor + (1.0 - config.lr_floor) * cosine
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _device(net: Network) -> torch.device:

@@ -236,3 +236,51 @@ def test_threads_setting_applies_during_training_only(digits) -> None:
     assert during == [1, 1] and torch.get_num_threads() == 2
     with pytest.raises(ConfigError):
         TrainConfig(threads=0)
+
+
+def test_cosine_schedule_anneals_per_batch_and_resumes_bit_for_bit(digits, tmp_path) -> None:
+    import math
+
+    train_set = _subset(digits[0], 200)  # 4 batches of 50 per epoch
+    config = TrainConfig(epochs=4, lr=1e-2, batch_size=50, seed=3, schedule="cosine",
+                         lr_floor=0.1)
+    seen: list[float] = []
+    straight = _small()
+    full = train(straight, PNASLoss(), train_set, None, config,
+                 progress=lambda *a: seen.append(0.0))
+    total = 16
+    expected = [1e-2 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 * e / total)))
+                for e in range(4)]
+    assert [h.lr for h in full.history] == pytest.approx(expected)
+    assert len(seen) == total
+
+    # interrupt the same 4-epoch run at the start of its third epoch (after two checkpoints)
+    part_dir = tmp_path / "part"
+    net = _small()
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch: int, b: int, n: int, running: dict) -> None:
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(net, PNASLoss(), train_set, None, config, checkpoint_dir=part_dir,
+              progress=stop_after_two)
+    resumed_net = _small(seed=5)
+    resumed = train(resumed_net, PNASLoss(), train_set, None, config,
+                    checkpoint_dir=part_dir, resume=True)
+    assert resumed.start_epoch == 2
+    assert [h.lr for h in resumed.history] == pytest.approx(expected)
+    for a, b in zip(straight.state_dict().values(), resumed_net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_bad_schedule_refused() -> None:
+    with pytest.raises(ConfigError, match="schedule"):
+        TrainConfig(schedule="step")
+    with pytest.raises(ConfigError):
+        TrainConfig(schedule="cosine", lr_floor=1.5)
+    with pytest.raises(ConfigError):
+        TrainConfig(schedule="cosine", warmup=-1)
