@@ -173,7 +173,8 @@ class Executor:
         data = bytes(program)
         n = len(data) // 8
         words = np.frombuffer(data, "<u8", count=n).astype(_U64)
-        return self.run_words(words, truncated_bytes=len(data) % 8).astype("<u8").tobytes()
+        out = self.run_words(words, truncated_bytes=len(data) % 8)
+        return (out if sys.byteorder == "little" else out.astype("<u8")).tobytes()
 
     def run_words(self, words: np.ndarray, *, truncated_bytes: int = 0) -> np.ndarray:
         return _Run(self, np.asarray(words, _U64).reshape(-1), truncated_bytes).execute()

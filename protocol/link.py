@@ -58,7 +58,8 @@ class LinkState(Enum):
 class _Outgoing:
     __slots__ = ("channel", "flags", "payload", "sent_at", "retries", "fast")
 
-    def __init__(self, channel: int, flags: int, payload: bytes, sent_at: float) -> None:
+    def __init__(self, channel: int, flags: int, payload: bytes | memoryview,
+                 sent_at: float) -> None:
         self.channel = channel
         self.flags = flags
         self.payload = payload
@@ -133,7 +134,7 @@ class Link:
         self._next_seq = 0
         self._base = 0
         self._unacked: dict[int, _Outgoing] = {}
-        self._queue: deque[tuple[int, int, bytes]] = deque()
+        self._queue: deque[tuple[int, int, bytes | memoryview]] = deque()
         self._dup_acks = 0
         self._recover: int | None = None  # next_seq when the last fast retransmit went out
         self._peer_window = self.window
@@ -191,11 +192,12 @@ class Link:
         mp = self.max_payload
         if len(data) <= mp:
             self._queue.append((channel, _EOM, data))
-        else:
+        else:  # fragments are views of the (immutable) message: no copy until the frame
+            view = memoryview(data)
             last = (len(data) - 1) // mp * mp
             for i in range(0, last, mp):
-                self._queue.append((channel, 0, data[i : i + mp]))
-            self._queue.append((channel, _EOM, data[last:]))
+                self._queue.append((channel, 0, view[i : i + mp]))
+            self._queue.append((channel, _EOM, view[last:]))
         self.stats.messages_sent += 1
         self._now = now
 

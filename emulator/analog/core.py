@@ -347,7 +347,8 @@ class AnalogCore:
                                             rank)
             gain, off = self._cadc_affine()
             fast.cadc_codes(plan.v, chip.circuit_neuron, gain, off, starts, self.noise.table,
-                            self.config.cadc_read_noise_lsb, req, cadc)
+                            self.config.cadc_read_noise_lsb, req, cadc,
+                            self._pool(workers - 1) if workers > 1 else None, workers)
 
     def _dense_noise(self, m: _Model, starts: np.ndarray, n_ep: int, t_steps: int
                      ) -> torch.Tensor:

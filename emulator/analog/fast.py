@@ -261,14 +261,29 @@ def channel_runs(chan_col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def cadc_codes(v: np.ndarray, chan_col: np.ndarray, gain: torch.Tensor, off: torch.Tensor,
                noise_start: np.ndarray | None, table: torch.Tensor, alpha: float,
-               rows: np.ndarray, out: np.ndarray) -> None:
-    """out[rows] = 8-bit codes of v[:, chan_col] (core._cadc_codes, in one pass)."""
+               rows: np.ndarray, out: np.ndarray, pool: Executor | None = None,
+               workers: int = 1) -> None:
+    """out[rows] = 8-bit codes of v[:, chan_col] (core._cadc_codes, in one pass); with a pool,
+    in `workers` disjoint runs of requests at once (each row is converted alone)."""
     run_c, run_n, run_len = channel_runs(chan_col)
-    kernels.cadc_codes(np.ascontiguousarray(v, np.float32), run_c, run_n, run_len,
-                       gain.numpy(), off.numpy(),
-                       _NO_NOISE_1D if noise_start is None else np.ascontiguousarray(
-                           noise_start, _I64),
-                       table.numpy(), np.float32(alpha), np.ascontiguousarray(rows, _I64), out)
+    v = np.ascontiguousarray(v, np.float32)
+    noise = _NO_NOISE_1D if noise_start is None else np.ascontiguousarray(noise_start, _I64)
+    rows = np.ascontiguousarray(rows, _I64)
+    g, o, tb, a = gain.numpy(), off.numpy(), table.numpy(), np.float32(alpha)
+
+    def part(r0: int, r1: int) -> None:
+        kernels.cadc_codes(v[r0:r1], run_c, run_n, run_len, g, o,
+                           noise[r0:r1] if noise.size else noise, tb, a, rows[r0:r1], out)
+
+    k = 1 if pool is None else min(workers, rows.size * out.shape[1] // PARALLEL_MIN_WORK)
+    if k <= 1:
+        part(0, rows.size)
+        return
+    cuts = [rows.size * i // k for i in range(k + 1)]
+    futs = [pool.submit(part, a_, b_) for a_, b_ in zip(cuts[1:-1], cuts[2:], strict=True)]
+    part(cuts[0], cuts[1])
+    for f in futs:
+        f.result()
 
 
 def follow_spikes(p: TorchParams, n: int, flat: torch.Tensor, seg_all: torch.Tensor
