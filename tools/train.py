@@ -169,8 +169,9 @@ def _calibration(args: argparse.Namespace, board: Any) -> Any:
 def build_network(args: argparse.Namespace, n_in: int, n_out: int) -> Any:
     from training.nn import pnas_network
 
+    scope = args.dropout_scope or ("sample" if args.sim else "batch")
     net = pnas_network(n_in, args.hidden, n_out, quantize=True, seed=args.seed,
-                       dropout=args.dropout)
+                       dropout=args.dropout, dropout_scope=scope)
     with torch.no_grad():
         net.layers[0].weight.mul_(args.init_gain)
     return net
@@ -187,9 +188,11 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("give either --calibration FILE or --calibrate, not both")
     if args.sim and (args.calibration or args.calibrate):
         raise ConfigError("--sim trains in software: --calibration/--calibrate need a board")
-    if not args.sim and args.dropout > 0:
-        raise ConfigError("--dropout works with --sim only (the chip cannot silence neurons "
-                          "per sample)")
+    if not 0.0 <= args.dropout < 1.0:
+        raise ConfigError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if not args.sim and args.dropout_scope == "sample":
+        raise ConfigError("--dropout-scope sample needs --sim: a board runs a batch with one "
+                          "configuration, so its dropout masks are per batch")
     threads_before = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -269,6 +272,9 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
         "input_code": args.input_code,
         "rho": args.rho,
         "input_dropout": args.input_dropout,
+        "dropout": args.dropout,
+        "schedule": args.schedule,
+        "lr": args.lr,
         "lr_decay": args.lr_decay,
         "mode": "sim" if args.sim else "board",
         "board": None if args.sim else args.board,
@@ -342,7 +348,10 @@ def parser() -> argparse.ArgumentParser:
     a("--l2", type=float, default=0.0, help="weight L2")
     a("--readout-scale", type=float, default=5.0, help="factor on the readout maxima before the "
       "softmax (default 5)")
-    a("--dropout", type=float, default=0.0, help="hidden dropout (--sim only)")
+    a("--dropout", type=float, default=0.0, help="hidden dropout probability (default 0)")
+    a("--dropout-scope", choices=("sample", "batch"), default=None,
+      help="a dropout mask per sample (--sim default) or per batch (board default: the board "
+           "zeroes the silenced neurons' outgoing weights for that batch)")
     a("--input-code", choices=CODES, default=None,
       help="latency (PNAS) or onoff (pixel and its inverse, digits only; default for digits)")
     a("--input-dropout", type=float, default=None,

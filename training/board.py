@@ -27,7 +27,9 @@ binned so that a spike between samples t-1 and t belongs to step t; where one wa
 membrane is reported as the threshold (1, the pre-reset value). Membranes are normalised per
 neuron: v = (cadc - leak_n) / (threshold_n - leak_n), leak_n measured at attach, threshold_n
 from the calibration (LIF); LI readouts use the target gap (their PSPs are calibrated in LSB).
-Dropout masks cannot be realised per sample without one program per sample, so they raise.
+Dropout: one mask per batch (LIF dropout_scope="batch"), realised by writing zero weights on
+the silenced neurons' outgoing synapses for that batch; per-sample masks would need one program
+per sample, so they raise.
 """
 
 from __future__ import annotations
@@ -374,12 +376,7 @@ class BoardBackend(Backend):
     ) -> Observations:
         if self.mapping is None or self.config is None:
             raise TrainingError("the board backend is not attached: call net.connect(backend)")
-        if masks:
-            raise TrainingError(
-                "dropout cannot run on the board: silencing neurons per sample would need one "
-                "program per sample; build the LIF layers with dropout=0 for board training "
-                "(or train with dropout in 'sim' and fine-tune on the board without it)"
-            )
+        silenced = self._batch_masks(masks)
         steps, batch = int(x.shape[0]), int(x.shape[1])
         xs = x.detach()
         if bool(((xs != 0) & (xs != 1)).any()):
@@ -387,7 +384,10 @@ class BoardBackend(Backend):
         # weights: minimal diff against what the host believes the board holds
         cfg = self.config
         for i, lin in net.linear_layers():
-            self.mapping.write_weights(cfg, i + 1, lin.integer_weights().cpu().numpy())
+            w = lin.integer_weights().cpu().numpy()
+            if i - 1 in silenced:  # dropout: the silenced neurons' outgoing synapses read 0
+                w = w * silenced[i - 1][None, :]
+            self.mapping.write_weights(cfg, i + 1, w)
         program = Program()
         self.words_written += program.write_config(cfg, believed(self.board))
         s, e, i = torch.nonzero(xs.cpu(), as_tuple=True)
@@ -399,6 +399,22 @@ class BoardBackend(Backend):
         data = program.run(self.board, timeout=self.timeout)[ticket]
         self.programs += 1
         return self._observations(data, steps, batch, x)
+
+    @staticmethod
+    def _batch_masks(masks: dict[int, torch.Tensor]) -> dict[int, np.ndarray]:
+        """Dropout masks as one 0/1 int vector per layer. A board program runs the whole batch
+        with one configuration, so a mask must be the same for every sample (LIF
+        dropout_scope="batch"); it is realised by zeroing the silenced neurons' outgoing
+        weights, while their own spikes and membranes are still recorded."""
+        out = {}
+        for i, m in masks.items():
+            if m.shape[0] and not bool((m == m[:1]).all()):
+                raise TrainingError(
+                    f"layer {i}: dropout masks differ between samples, which the board cannot "
+                    "realise in one program; build the LIF layer with dropout_scope='batch'"
+                )
+            out[i] = m[0].detach().cpu().numpy().astype(np.int16)
+        return out
 
     def _observations(self, data: Any, steps: int, batch: int, like: torch.Tensor) -> Observations:
         samples = torch.from_numpy(data.cadc.samples).permute(1, 0, 2)  # [T, E, 512] uint8

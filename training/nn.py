@@ -50,6 +50,7 @@ TAU_MEM = 6e-6
 TAU_SYN = 6e-6
 WEIGHT_MAX = 63  # 6-bit magnitude of an excitatory/inhibitory synapse pair
 BETA = 50.0
+DROPOUT_SCOPES = ("sample", "batch")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +307,8 @@ class LIF(_NeuronLayer):
 
     beta: SuperSpike steepness. dropout: probability of silencing a neuron's output for a whole
     sample in training (no rescaling, so the same masks can be realised on a chip).
+    dropout_scope: "sample" draws a mask per sample; "batch" one mask shared by the batch, which
+    a board realises by zeroing the silenced neurons' outgoing synapses for that batch's program.
     spike_fn / detach_reset exist for gradient verification (see smooth_spike).
     """
 
@@ -317,6 +320,7 @@ class LIF(_NeuronLayer):
         *,
         beta: float = BETA,
         dropout: float = 0.0,
+        dropout_scope: str = "sample",
         spike_fn: SpikeFn = superspike,
         detach_reset: bool = True,
         **params: float | Tensor,
@@ -324,7 +328,11 @@ class LIF(_NeuronLayer):
         super().__init__(size, **params)
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
-        self.beta, self.dropout = beta, dropout
+        if dropout_scope not in DROPOUT_SCOPES:
+            raise ConfigError(
+                f"dropout_scope must be one of {DROPOUT_SCOPES}, got {dropout_scope!r}"
+            )
+        self.beta, self.dropout, self.dropout_scope = beta, dropout, dropout_scope
         self.spike_fn, self.detach_reset = spike_fn, detach_reset
 
     def forward(
@@ -360,7 +368,9 @@ class LIF(_NeuronLayer):
         return torch.stack(zs), torch.stack(vs)
 
     def extra_repr(self) -> str:
-        return f"{self.size}, beta={self.beta}, dropout={self.dropout}"
+        return (
+            f"{self.size}, beta={self.beta}, dropout={self.dropout}, scope={self.dropout_scope}"
+        )
 
 
 class LI(_NeuronLayer):
@@ -490,14 +500,17 @@ class Network(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
     def sample_masks(self, batch: int, device: torch.device | None = None) -> dict[int, Tensor]:
-        """Dropout masks [batch, n] per LIF layer with dropout > 0 (only in training mode)."""
+        """Dropout masks [batch, n] per LIF layer with dropout > 0 (only in training mode); a
+        layer with dropout_scope "batch" gets one row repeated for the whole batch."""
         if not self.training:
             return {}
-        return {
-            i: (torch.rand(batch, m.size, device=device) >= m.dropout).float()
-            for i, m in self.neuron_layers()
-            if isinstance(m, LIF) and m.dropout > 0
-        }
+        masks = {}
+        for i, m in self.neuron_layers():
+            if isinstance(m, LIF) and m.dropout > 0:
+                rows = 1 if m.dropout_scope == "batch" else batch
+                mask = (torch.rand(rows, m.size, device=device) >= m.dropout).float()
+                masks[i] = mask.expand(batch, m.size)
+        return masks
 
     def forward(self, x: Tensor) -> NetworkOutput:
         """x: input spikes [time, batch, n_in]; runs on the connected backend."""
@@ -592,6 +605,7 @@ def pnas_network(
     n_out: int = 10,
     *,
     dropout: float = 0.0,
+    dropout_scope: str = "sample",
     quantize: bool = False,
     scale: float = 1.0 / 16,
     seed: int | None = None,
@@ -615,7 +629,7 @@ def pnas_network(
                 scale=scale,
                 generator=g,
             ),
-            LIF(n_hidden, dropout=dropout),
+            LIF(n_hidden, dropout=dropout, dropout_scope=dropout_scope),
             Linear(
                 n_hidden,
                 n_out,

@@ -232,10 +232,10 @@ def test_weight_updates_are_written_as_a_minimal_diff(board, cal) -> None:
     assert backend.programs == 3
 
 
-def test_bad_inputs_and_dropout_are_refused(board, cal) -> None:
+def test_bad_inputs_and_per_sample_dropout_are_refused(board, cal) -> None:
     net = nn.pnas_network(64, 30, 10, quantize=True, dropout=0.2)
     net.connect(BoardBackend(board, calibration=cal))
-    with pytest.raises(TrainingError, match="dropout"):
+    with pytest.raises(TrainingError, match="dropout_scope='batch'"):
         net(_x(20, 2, 64))
     net.eval()  # no masks in evaluation
     assert net(_x(20, 2, 64)).readout.shape == (20, 2, 10)
@@ -260,3 +260,26 @@ def test_in_the_loop_training_learns_digits(board, cal) -> None:
     assert result.last.test_accuracy >= 0.6
     assert result.last.hidden_spikes_per_sample > 0
     assert np.isfinite(result.last.train_loss)
+
+
+def test_batch_dropout_silences_the_hidden_layer_on_the_chip(board, cal) -> None:
+    """A per-batch mask zeroes the silenced neurons' outgoing synapses for that program only:
+    with every hidden neuron silenced the readout stays at rest while hidden neurons still
+    spike (and are still recorded); the next batch without a mask drives the readout again."""
+    net = nn.pnas_network(64, 30, 10, quantize=True, seed=0, dropout=0.5, dropout_scope="batch")
+    with torch.no_grad():
+        net.layers[0].weight.fill_(2.0)  # every hidden neuron fires
+        net.layers[2].weight.fill_(2.0)  # and every readout feels it
+    backend = Capturing(board, calibration=cal)
+    net.connect(backend)
+    x = _x(20, 3, 64, p=0.3)
+    silent = backend.observe(net, x, {1: torch.zeros(3, 30)})
+    live = backend.observe(net, x, {1: torch.ones(3, 30)})
+    for obs in (silent, live):
+        assert float(obs[1].spikes.sum()) > 3 * 30  # hidden spikes recorded either way
+    assert float(silent[3].membrane.max()) < 0.1
+    assert float(live[3].membrane.max()) > 0.5
+    net.train()
+    y = net(x)  # the model draws one mask for the batch and the board realises it
+    mask = y.masks[1]
+    assert bool((mask == mask[:1]).all()) and 0 < float(mask.mean()) < 1

@@ -238,6 +238,17 @@ def test_dropout_masks_silence_neurons_in_training_only() -> None:
     assert net(x).masks == {}
 
 
+def test_batch_scope_dropout_shares_one_mask_per_batch() -> None:
+    torch.manual_seed(0)
+    net = Network([Linear(6, 50), LIF(50, dropout=0.5, dropout_scope="batch"), Linear(50, 3),
+                   LI(3)])
+    mask = net.sample_masks(8)[1]
+    assert mask.shape == (8, 50) and bool((mask == mask[:1]).all())
+    assert 0 < float(mask[0].mean()) < 1
+    with pytest.raises(ConfigError, match="dropout_scope"):
+        LIF(3, dropout=0.1, dropout_scope="neuron")
+
+
 def test_detuned_parameters() -> None:
     p = LIF(20000).params()
     g = torch.Generator().manual_seed(0)
