@@ -202,23 +202,29 @@ class _Run:
         """
         w = self.words
         n = w.size
-        op = (w >> _U64(OPCODE_SHIFT)).astype(np.int64)
+        op = (w >> _U64(OPCODE_SHIFT)).view(np.int64)  # < 256: the bits are the value
         self.op = op
         is_data = op == Instr.DATA
         nd = np.flatnonzero(~is_data)
         self.nd = nd
-        payload = w & _U64(M56)
-        count = ((payload >> _U64(32)) & _U64(COUNT24)).astype(np.int64)
-        bad = ~_KNOWN[op] | ((payload & _RESERVED[op]) != 0)
-        bad |= ((op == Instr.WRITE_BLOCK) | (op == Instr.READ) | (op == Instr.MADC_RECORD)) & (
-            count == 0)
-        bad |= ((op == Instr.WRITE_BLOCK) | (op == Instr.READ)) & (
-            (w & _U64(M32)).astype(np.int64) + count - 1 > M32)
-        bad |= (op == Instr.CADC_SCHEDULE) & ((payload >> _U64(42)) == 0)
-        bad |= (op == Instr.SYSTEM) & ~_SYSTEM_OK[(w & _U64(0xFF)).astype(np.int64)]
+        bad = ~_KNOWN[op] | ((w & _RESERVED[op]) != 0)  # (reserved masks lie below bit 56)
+        # the rarer checks on the few words they concern
+        cnt_at = np.flatnonzero((op == Instr.WRITE_BLOCK) | (op == Instr.READ)
+                                | (op == Instr.MADC_RECORD))
+        count_c = ((w[cnt_at] >> _U64(32)) & _U64(COUNT24)).view(np.int64)
+        bad[cnt_at] |= count_c == 0
+        ranged = op[cnt_at] != Instr.MADC_RECORD
+        bad[cnt_at[ranged]] |= (w[cnt_at[ranged]] & _U64(M32)).view(np.int64) + count_c[
+            ranged] - 1 > M32
+        at = np.flatnonzero(op == Instr.CADC_SCHEDULE)
+        bad[at] |= ((w[at] & _U64(M56)) >> _U64(42)) == 0
+        at = np.flatnonzero(op == Instr.SYSTEM)
+        bad[at] |= ~_SYSTEM_OK[(w[at] & _U64(0xFF)).view(np.int64)]
         run = np.append(nd[1:], n) - nd - 1  # DATA words following each non-DATA word
         ndop = op[nd]
-        need = np.where(ndop == Instr.WRITE, 1, np.where(ndop == Instr.WRITE_BLOCK, count[nd], 0))
+        need = (ndop == Instr.WRITE).astype(np.int64)
+        blk = np.flatnonzero(ndop == Instr.WRITE_BLOCK)
+        need[blk] = ((w[nd[blk]] >> _U64(32)) & _U64(COUNT24)).view(np.int64)
         # candidate errors: (detected at, stop index, code, info16, info32). The one a streaming
         # decoder meets first wins (a WRITE_BLOCK whose DATA words run short is detected at the
         # missing word, after a malformed DATA word inside it); execution stops at `stop`.

@@ -164,6 +164,11 @@ def _dense(episode: np.ndarray, n_episodes: int, what: str, expect: int | None) 
     return np.arange(episode.size) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
+def _is_range(x: np.ndarray) -> bool:
+    """x == x[0] + arange(x.size) (consecutive indices)."""
+    return x.size == 0 or bool((np.diff(x) == 1).all())
+
+
 @dataclass(frozen=True)
 class EpisodeData:
     """Everything one episodes() block produced, episodes numbered 0..n_episodes-1."""
@@ -222,10 +227,15 @@ class EpisodeData:
             if expect is not None or ce.size:
                 rank = _dense(ce, n, "CADC", expect)
                 s = int(expect if expect is not None else rank.max(initial=-1) + 1)
-                samples = np.zeros((n, s, CADC_CHANNELS), np.uint8)
                 times = np.zeros((n, s), np.int64)
-                samples[ce, rank] = trace.cadc_samples[rows]
                 times[ce, rank] = ct
+                if rows.size == n * s and _is_range(rows) and _is_range(ce * s + rank):
+                    # the usual layout (episode by episode, in time order): one plain copy
+                    samples = trace.cadc_samples[rows[0]:rows[0] + rows.size].reshape(
+                        n, s, CADC_CHANNELS).copy()
+                else:
+                    samples = np.zeros((n, s, CADC_CHANNELS), np.uint8)
+                    samples[ce, rank] = trace.cadc_samples[rows]
                 cadc = CADCData(samples, times, times - start[:, None])
 
         madc = None

@@ -174,3 +174,20 @@ def test_label_lookup_and_grid_validation():
 def test_episode_data_is_what_the_ticket_resolves_to():
     tr = make_trace(episodes=[(0, 0)])
     assert isinstance(ticket([0], 10).resolve(tr), EpisodeData)
+
+
+def test_cadc_samples_of_interleaved_blocks_land_in_their_episodes():
+    # a foreign episode's sample sits between this block's: rows are not one run (scatter
+    # path); the foreign block alone is one run that starts mid-trace (copy path)
+    tr = make_trace(
+        episodes=[(1000, 3), (1500, 9), (2000, 4)],
+        cadc=[(1000, 0), (1100, 1), (1200, 2), (1500, 0), (2010, 0), (2110, 1), (2210, 2)],
+        cadc_samples=cadc_rows([0, 50, 100, 77, 10, 60, 110]),
+    )
+    data = ticket([3, 4], 1000, cadc=(0, 100, 3)).resolve(tr)
+    assert data.cadc.samples[:, :, 0].tolist() == [[0, 50, 100], [10, 60, 110]]
+    other = ticket([9], 400, cadc=(0, 100, 1)).resolve(tr)
+    assert other.cadc.samples[:, :, 0].tolist() == [[77]]
+    assert (other.cadc.samples[:, :, 1] == 7).all()
+    other.cadc.samples[0, 0, 0] = 1  # its own array, not a view of the trace
+    assert tr.cadc_samples[3, 0] == 77
