@@ -141,11 +141,45 @@ def parser() -> argparse.ArgumentParser:
     a("--json", action="store_true", help="print one JSON object instead of the table")
     a("--no-write", action="store_true", help="do not write docs/results.md")
     a("--results", default=str(_results.RESULTS), help="results file (default docs/results.md)")
+    a("--combine", nargs="+", metavar="JSON", help="no run: the table of earlier --json outputs "
+      "(files) with the same epochs, seed and repeats, their pairs in one table")
     return p
+
+
+def combine(paths: list[str]) -> dict[str, Any]:
+    """One result from the JSON outputs of earlier runs with other pairs."""
+    objs = []
+    for path in paths:
+        try:
+            objs.append(json.loads(Path(path).read_text().strip().splitlines()[-1]))
+        except (OSError, ValueError, IndexError) as e:
+            raise ConfigError(f"--combine {path}: not a transfer JSON output ({e})") from None
+    same = ("epochs", "max_batches", "seed", "eval_repeats")
+    for key in same:
+        if any(o.get(key) != objs[0].get(key) for o in objs):
+            raise ConfigError(f"--combine: the runs differ in {key}")
+    obj = {k: objs[0][k] for k in ("bench", "dataset", *same)}
+    obj["rows"] = [r for o in objs for r in o["rows"]]
+    obj["seconds"] = round(sum(o["seconds"] for o in objs), 1)
+    obj["command"] = "` and `".join(o["command"] for o in objs)
+    return obj
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     opts = parser().parse_args(argv)
+    obj = combine(opts.combine) if opts.combine else measure(opts, argv)
+    rows = obj["rows"]
+    obj["criteria"] = {"loss_within_2pct": all(r["loss_within_2pct"] for r in rows),
+                       "recovered": all(r["recovered"] for r in rows)}
+    obj["table"] = table(obj)
+    if not opts.no_write:
+        _results.update(MARKER, obj["table"], TITLE, opts.results)
+        obj["written"] = opts.results
+    print(json.dumps(obj) if opts.json else obj["table"])
+    return obj
+
+
+def measure(opts: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     pairs = _pairs(opts.pairs)
     if opts.epochs < 1 or opts.eval_repeats < 1:
         raise ConfigError("--epochs and --eval-repeats must be >= 1")
@@ -163,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         R.log(f"chip {a} -> chip {b}: A {row['accuracy_a']:.2%}, B before "
               f"{row['accuracy_b_before']:.2%}, after 1 epoch {row['accuracy_b_after']:.2%}")
     argv_text = " ".join(argv if argv is not None else sys.argv[1:])
-    obj: dict[str, Any] = {
+    return {
         "bench": "transfer",
         "dataset": R.DATASET,
         "epochs": opts.epochs,
@@ -171,17 +205,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": opts.seed,
         "eval_repeats": opts.eval_repeats,
         "rows": rows,
-        "criteria": {"loss_within_2pct": all(r["loss_within_2pct"] for r in rows),
-                     "recovered": all(r["recovered"] for r in rows)},
         "seconds": round(time.perf_counter() - t_start, 1),
         "command": f"python bench/transfer.py {argv_text}".strip(),
     }
-    obj["table"] = table(obj)
-    if not opts.no_write:
-        _results.update(MARKER, obj["table"], TITLE, opts.results)
-        obj["written"] = opts.results
-    print(json.dumps(obj) if opts.json else obj["table"])
-    return obj
 
 
 if __name__ == "__main__":

@@ -87,6 +87,19 @@ def test_transfer_tiny_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert set(obj["criteria"]) == {"loss_within_2pct", "recovered"}
     assert "written" not in obj and "| emu://?seed=1 -> emu://?seed=2 |" in obj["table"]
 
+    other = json.loads(json.dumps(obj))
+    other["rows"][0].update(board_a="emu://?seed=3", board_b="emu://?seed=4", recovered=False)
+    files = [tmp_path / "a.json", tmp_path / "b.json"]
+    files[0].write_text(json.dumps(obj))
+    files[1].write_text(json.dumps(other))
+    both = transfer.main(["--combine", *map(str, files), "--no-write"])
+    assert [r["board_a"] for r in both["rows"]] == ["emu://?seed=1", "emu://?seed=3"]
+    assert both["criteria"]["recovered"] is False and "seed=3 -> emu://?seed=4" in both["table"]
+    other["seed"] = 5
+    files[1].write_text(json.dumps(other))
+    with pytest.raises(ConfigError, match="differ in seed"):
+        transfer.main(["--combine", *map(str, files), "--no-write"])
+
 
 def test_detuned_targets_are_targets_detuned_where_valid() -> None:
     t, adjusted = robustness.detuned_targets(0.3, 1)
