@@ -514,12 +514,14 @@ class _Run:
             new_group[k[(k > 0) & (k < n_ep)]] = True
         bounds = np.append(np.flatnonzero(new_group), n_ep)
         self.out_spk: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.cadc_samples = np.zeros((self.cadc_time.size, CADC_CHANNELS), np.uint8)
+        self.cadc_samples: np.ndarray | None = None  # allocated by the first group
         self.madc_values = np.zeros(self.madc_time.size, np.uint16)
         for g0, g1 in zip(bounds[:-1], bounds[1:], strict=True):
             self._apply_until(int(self.ep_pos[g0]))
             self._run_group(int(g0), int(g1))
         self._apply_until(self.end)
+        if self.cadc_samples is None:
+            self.cadc_samples = np.zeros((self.cadc_time.size, CADC_CHANNELS), np.uint8)
 
     def _run_group(self, g0: int, g1: int) -> None:
         from emulator.analog import EpisodeBatch
@@ -549,8 +551,13 @@ class _Run:
         out_ep = np.asarray(result.spike_episode, np.int64) + g0
         out_t = self.ep_start[out_ep] + np.asarray(result.spike_time, np.int64)
         self.out_spk.append((out_t, np.asarray(result.spike_label, np.int64), out_ep))
-        self.cadc_samples[sel_c] = np.asarray(result.cadc_samples, np.uint8).reshape(-1,
-                                                                                     CADC_CHANNELS)
+        samples = np.asarray(result.cadc_samples, np.uint8).reshape(-1, CADC_CHANNELS)
+        if sel_c.size == self.cadc_time.size:  # one group holds every sample: no copy
+            self.cadc_samples = samples
+        else:
+            if self.cadc_samples is None:
+                self.cadc_samples = np.zeros((self.cadc_time.size, CADC_CHANNELS), np.uint8)
+            self.cadc_samples[sel_c] = samples
         self.madc_values[sel_m] = np.asarray(result.madc_values, np.uint16)
         self.regs.add_spike_counts(np.asarray(result.spike_counts))
 

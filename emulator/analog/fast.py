@@ -333,7 +333,8 @@ def follow_spikes(p: TorchParams, n: int, flat: torch.Tensor, seg_all: torch.Ten
         kernels.fs_after_args(tr, rdt_c, vr_c, e_th_c, em, u, t1, r0n, dec_t)
         dec_t = torch.exp(torch.from_numpy(dec_t)).numpy()
         nxt = np.empty(s, _I64)
-        kernels.fs_write(seg, cols, j, tr, kr, r0n, e_th_c, vr_c, th_c, dec_t, vc, nxt)
+        kernels.fs_write(seg, cols, j, tr, kr, r0n, e_th_c, vr_c, th_c, tref_all[cols], dec_t, vc,
+                         nxt)
         again = nxt >= 0
         cols, j, t_rel, r0 = cols[again], nxt[again], tr[again], r0n[again]
     return spikes, v_cols

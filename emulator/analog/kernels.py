@@ -439,8 +439,11 @@ def fs_cross_args(j, t_rel, r0, e_th, rdt, vr, th, dec, u, out_x, out_span, out_
         late = t_rel[i] > k
         t0 = t_rel[i] if late else k
         v0 = vr[i] if late else v_prev
-        x = (th[i] - v0) / (v_j - v0)
-        x = min(max(x, np.float32(0.0)), np.float32(1.0))
+        if v0 >= th[i]:  # already at threshold when the interval starts: fires at t0
+            x = np.float32(0.0)
+        else:
+            x = (th[i] - v0) / (v_j - v0)
+            x = min(max(x, np.float32(0.0)), np.float32(1.0))
         span = k1 - t0
         out_x[i] = np.float64(x)
         out_span[i] = span
@@ -486,10 +489,11 @@ def fs_after_args(tr, rdt, vr, e_th, em, u, t1, out_r0, out_arg):  # noqa: ANN00
 
 
 @_jit
-def fs_write(seg, cols, j, tr, kr, r0n, e_th, vr, th, dec, v_cols, out_next):  # noqa: ANN001, ANN201
+def fs_write(seg, cols, j, tr, kr, r0n, e_th, vr, th, tref, dec, v_cols, out_next):  # noqa: ANN001, ANN201, PLR0913
     """The membrane from the spike on (v_reset while refractory, then the released trajectory
     (e_th + u) + r0n * dec) into v_cols[t >= j, col]; out_next[i] = the next grid point (> j,
-    released, before the last step) where it reaches threshold again, -1 if none."""
+    or j itself after a release before it; released, before the last step) where it reaches
+    threshold again, -1 if none."""
     t1 = v_cols.shape[0]
     for i in range(cols.shape[0]):
         c = cols[i]
@@ -499,6 +503,7 @@ def fs_write(seg, cols, j, tr, kr, r0n, e_th, vr, th, dec, v_cols, out_next):  #
             vs = (e_th[i] + seg[t, c]) + r0n[i] * dec[t, i] if free else vr[i]
             if t >= j[i]:
                 v_cols[t, c] = vs
-            if out_next[i] < 0 and vs >= th[i] and free and t > j[i] and kr[i] < t1 - 1:
+            if (out_next[i] < 0 and vs >= th[i] and free and kr[i] < t1 - 1
+                    and (t > j[i] or (t == j[i] and (vr[i] < th[i] or tref[i] > 0)))):
                 out_next[i] = t
 

@@ -92,8 +92,11 @@ def spike_time(theta: torch.Tensor, rdt: torch.Tensor, v0: torch.Tensor, v1: tor
                t0: torch.Tensor, k1: float | torch.Tensor) -> torch.Tensor:
     """Threshold crossing between (t0, v0) and (k1, v1), float64 steps: V is taken to relax
     exponentially (rate r_m) across the interval, V(f) = v0 + (v1 - v0) (1 - a^f) / (1 - a),
-    a = exp(-r_m (k1 - t0)); exact for a drive held constant over the interval."""
-    x = ((theta - v0) / (v1 - v0)).clamp_(0.0, 1.0).to(torch.float64)
+    a = exp(-r_m (k1 - t0)); exact for a drive held constant over the interval. A membrane
+    already at or above threshold at t0 fires at t0 (not where the line through v0 and a
+    lower v1 would cross)."""
+    x = torch.where(v0 >= theta, 0.0, ((theta - v0) / (v1 - v0)).clamp_(0.0, 1.0))
+    x = x.to(torch.float64)
     span = (k1 - t0) if isinstance(k1, torch.Tensor) else (k1 - t0)
     lam = rdt.to(torch.float64) * span  # r_m * interval length
     frac = torch.where(lam > 1e-9, -torch.log1p(x * torch.expm1(-lam)) / lam.clamp(min=1e-300),
@@ -239,24 +242,38 @@ class _SpikeState:
                 late = tr_old > k
                 t0 = torch.where(late, tr_old, torch.full_like(tr_old, k))
                 v0 = torch.where(late, p.v_reset[n_i], self.v[e_i, n_i])
-                ts = spike_time(p.theta[n_i], p.rdt[n_i], v0, v_new[e_i, n_i], t0, k1)
-                tr = ts + p.t_ref_steps[n_i]
-                t_rel[e_i, n_i] = tr
-                now = tr < k1
-                vs = p.v_reset[n_i].clone()
-                if bool(now.any()):
-                    r0n = release_r0(p.v_reset[n_i], p.e_eff[n_i], p.rdt[n_i], u[e_i, n_i],
-                                     u_new[e_i, n_i], tr, k)
-                    self.r0[e_i[now], n_i[now]] = r0n[now]
-                    rn = r0n * decay_since(p.rdt[n_i], tr, k1)
-                    vs = torch.where(now, free_v(p.e_eff[n_i], u_new[e_i, n_i], rn), vs)
+                v1 = v_new[e_i, n_i]
+                parts = []
+                while True:  # again while a release inside the step is followed by a crossing
+                    ts = spike_time(p.theta[n_i], p.rdt[n_i], v0, v1, t0, k1)
+                    tr = ts + p.t_ref_steps[n_i]
+                    t_rel[e_i, n_i] = tr
+                    now = tr < k1
+                    vs = p.v_reset[n_i].clone()
+                    if bool(now.any()):
+                        r0n = release_r0(p.v_reset[n_i], p.e_eff[n_i], p.rdt[n_i], u[e_i, n_i],
+                                         u_new[e_i, n_i], tr, k)
+                        self.r0[e_i[now], n_i[now]] = r0n[now]
+                        rn = r0n * decay_since(p.rdt[n_i], tr, k1)
+                        vs = torch.where(now, free_v(p.e_eff[n_i], u_new[e_i, n_i], rn), vs)
+                        if self.adex:
+                            self.r_ad[e_i[now], n_i[now]] = rn[now]
+                    v_new[e_i, n_i] = vs
                     if self.adex:
-                        self.r_ad[e_i[now], n_i[now]] = rn[now]
-                v_new[e_i, n_i] = vs
-                if self.adex:
-                    self.w[e_i, n_i] += p.adapt_b[n_i]
-                self.spikes.add(e_i, n_i, ts, k)
-                fired = (e_i, n_i, ts)
+                        self.w[e_i, n_i] += p.adapt_b[n_i]
+                    self.spikes.add(e_i, n_i, ts, k)
+                    parts.append((e_i, n_i, ts))
+                    # refractory shorter than the rest of the step: the released membrane
+                    # reaching threshold by the step's end fires again inside it (each round
+                    # moves on: by the refractory time, or from a reset below threshold)
+                    again = now & (vs >= p.theta[n_i]) & (
+                        (p.v_reset[n_i] < p.theta[n_i]) | (p.t_ref_steps[n_i] > 0))
+                    if not bool(again.any()):
+                        break
+                    e_i, n_i = e_i[again], n_i[again]
+                    t0, v0, v1 = tr[again], p.v_reset[n_i], vs[again]
+                fired = parts[0] if len(parts) == 1 else tuple(
+                    torch.cat(x) for x in zip(*parts, strict=True))
         self.v = v_new
         self.v_grid[k1] = v_new
         if self.ad_grid is not None:
@@ -337,7 +354,10 @@ def follow_spikes(p: TorchParams, n: int, flat: torch.Tensor, seg_all: torch.Ten
         vs = torch.where(free, free_v(ce, seg, r0n * decay_since(cr, tr, steps)), cv)
         after = steps >= j
         v_cols.index_copy_(1, cols, torch.where(after, vs, v_cols.index_select(1, cols)))
-        nxt = (vs >= ct) & free & (steps > j) & keep
+        # the next crossing: a grid point after j, or j itself when the refractory time ended
+        # before it (as _SpikeState.step fires again inside the step)
+        nxt = (vs >= ct) & free & ((steps > j) | ((steps == j) & ((cv < ct) | (tref[cols] > 0))
+                                                   )) & keep
         again = nxt.any(0)
         if not bool(again.any()):
             break

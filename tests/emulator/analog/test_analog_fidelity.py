@@ -223,3 +223,56 @@ def test_spike_time_error_against_fine_reference(dt):
     # the error accumulates as phase over the spike train
     mean_bound, max_bound = SPIKE_ERROR_BOUNDS[dt]
     assert err.mean() < mean_bound and err.max() < max_bound
+
+
+PATHS = ["kernels", "torch", "general"]
+
+
+def core_on(img, path):
+    from emulator.analog import SimConfig
+
+    core = core_for(img, sim=SimConfig(kernels=path == "kernels"))
+    core.force_general = path == "general"
+    return core
+
+
+def test_spike_time_of_a_membrane_already_at_threshold_is_the_interval_start():
+    import torch
+
+    from emulator.analog.simulate import spike_time
+
+    one = torch.ones(3)
+    ts = spike_time(one, 0.5 * one, torch.tensor([1.5, 1.0, 0.5]), torch.tensor([1.2, 1.0, 1.5]),
+                    torch.full((3,), 3.0, dtype=torch.float64), 4.0)
+    assert ts[0] == 3.0 and ts[1] == 3.0  # above / at threshold from the start (no 0/0)
+    assert 3.0 < ts[2] < 4.0  # an ordinary crossing
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_reset_above_threshold_fires_at_the_release(path):
+    """v_reset above threshold, leak between them: the membrane is above threshold the moment
+    the refractory time ends, so the neuron fires right then (ISI = refractory time exactly),
+    not at the end of the integration step where the release happened."""
+    img = lif_neuron(i_offset=300, ref_count=150)
+    lif_defaults(img, [0], v_leak=500, v_reset=800, v_threshold=650, i_offset=300)
+    core = core_on(img, path)
+    chip = core.model().chip
+    assert chip.theta[0] < chip.e_eff[0] < chip.v_reset[0]
+    t = run(core, 125 * 20).spike_time.astype(np.int64)
+    assert t.size >= 4
+    assert (np.diff(t) == 150).all()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_refractory_shorter_than_a_step_fires_several_times_per_step(path):
+    """Reset just below threshold and 10 ticks of refractory time: the neuron fires every
+    ~0.2 us, several times per 1.024 us step (it used to fire at most once per step)."""
+    img = lif_neuron(i_offset=1000, ref_count=10)
+    lif_defaults(img, [0], v_leak=500, v_reset=645, v_threshold=650, i_offset=1000)
+    core = core_on(img, path)
+    chip = core.model().chip
+    isi = np.diff(run(core, 125 * 40).spike_time.astype(float)) * TICK_US
+    expect = analytic_isi(chip, 0, 10 * TICK_US)
+    assert expect < chip.sim.dt_us / 3
+    assert isi.size > 100
+    np.testing.assert_allclose(isi[1:], expect, atol=TICK_US + 1e-9)
