@@ -295,6 +295,7 @@ def parser() -> argparse.ArgumentParser:
     a("--json", action="store_true", help="print one JSON object instead of the table")
     a("--no-write", action="store_true", help="do not write docs/results.md")
     a("--results", default=str(_results.RESULTS), help="results file (default docs/results.md)")
+    a("--note", default="", help="a paragraph appended to the table (e.g. a variant's result)")
     a("--sim-only", action="store_true", help="only the software-trained arm (variants)")
     a("--sim-readout-penalty", type=float, default=0.0,
       help="software arm: PNASLoss readout_penalty (default 0, the recipe)")
@@ -317,6 +318,10 @@ def combine(paths: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--combine {path}: not a robustness JSON output ({e})") from None
     same = ("board", "epochs", "max_batches", "sigmas", "detune_seed", "min_gap", "eval_repeats",
             "sim_only", "sim_readout_penalty", "sim_readout_bound")
+    defaults = {"sim_only": False, "sim_readout_penalty": 0.0, "sim_readout_bound": 0.0}
+    for o in objs:  # outputs of before these options existed
+        for key, value in defaults.items():
+            o.setdefault(key, value)
     for key in same:
         if any(o.get(key) != objs[0].get(key) for o in objs):
             raise ConfigError(f"--combine: the runs differ in {key}")
@@ -327,7 +332,8 @@ def combine(paths: list[str]) -> dict[str, Any]:
         raise ConfigError(f"--combine: seeds repeat ({obj['seeds']})")
     obj["sim_software_accuracy_mean"] = float(np.mean(obj["sim_software_accuracy"]))
     obj["seconds"] = round(sum(o["seconds"] for o in objs), 1)
-    obj["command"] = "` and `".join(o["command"] for o in objs)
+    obj["command"] = ("` and `".join(o["command"] for o in objs)
+                      + f"`, combined by `python bench/robustness.py --combine {' '.join(paths)}")
     return obj
 
 
@@ -385,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     opts = parser().parse_args(argv)
     obj = combine(opts.combine) if opts.combine else measure(opts, argv)
     obj["summary"] = summarise(obj["rows"], obj["sigmas"])
-    obj["table"] = table(obj)
+    obj["table"] = table(obj) + (f"\n\n{opts.note.strip()}" if opts.note.strip() else "")
     if not opts.no_write:
         _results.update(MARKER, obj["table"], TITLE, opts.results)
         obj["written"] = opts.results

@@ -161,7 +161,8 @@ def combine(paths: list[str]) -> dict[str, Any]:
     obj = {k: objs[0][k] for k in ("bench", "dataset", *same)}
     obj["rows"] = [r for o in objs for r in o["rows"]]
     obj["seconds"] = round(sum(o["seconds"] for o in objs), 1)
-    obj["command"] = "` and `".join(o["command"] for o in objs)
+    obj["command"] = ("` and `".join(o["command"] for o in objs)
+                      + f"`, combined by `python bench/transfer.py --combine {' '.join(paths)}")
     return obj
 
 
