@@ -34,9 +34,12 @@ CODES = ("latency", "onoff")
 # per-dataset defaults of the options left unset (docs/training.md: digits reach >= 97 % test
 # accuracy only with the on/off code and some regularisation; the 8x8 set is small)
 RECIPES: dict[str, dict[str, Any]] = {
-    "digits": {"input_code": "onoff", "rho": 1e-3, "input_dropout": 0.1, "lr_decay": 0.05},
-    "fashion-mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0, "lr_decay": 0.03},
-    "mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0, "lr_decay": 0.03},
+    "digits": {"input_code": "onoff", "rho": 1e-3, "input_dropout": 0.1, "lr_decay": 0.05,
+               "flip": 0.0, "shift": 0},
+    "fashion-mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0, "lr_decay": 0.03,
+                      "flip": 0.5, "shift": 1},
+    "mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0, "lr_decay": 0.03,
+              "flip": 0.0, "shift": 1},
 }
 WEAK_STRENGTH_LSB = 10.0  # below this a calibration's synapses are weak for the PNAS model
 
@@ -248,8 +251,13 @@ def _main(args: argparse.Namespace) -> int:
                       f"{test}, {m.samples_per_s:.0f} samples/s", file=sys.stderr, flush=True)
 
         try:
-            data = InputDropout(train_set, args.input_dropout) if args.input_dropout else \
-                train_set
+            data = train_set
+            if args.flip or args.shift:
+                from training.data import ImageAugment
+
+                data = ImageAugment(data, flip=args.flip, shift=args.shift)
+            if args.input_dropout:
+                data = InputDropout(data, args.input_dropout)
             result = train(net, loss, data, test_set, config,
                            checkpoint_dir=args.checkpoint, resume=args.resume,
                            calibration=reference, progress=bars, on_epoch=on_epoch)
@@ -273,6 +281,8 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
         "rho": args.rho,
         "input_dropout": args.input_dropout,
         "dropout": args.dropout,
+        "flip": args.flip,
+        "shift": args.shift,
         "schedule": args.schedule,
         "lr": args.lr,
         "lr_decay": args.lr_decay,
@@ -357,6 +367,12 @@ def parser() -> argparse.ArgumentParser:
     a("--input-dropout", type=float, default=None,
       help="drop each training input spike with this probability (augmentation; default 0.1 "
            "for digits, else 0)")
+    a("--flip", type=float, default=None,
+      help="augmentation: mirror each training image left-right with this probability "
+           "(default 0.5 for fashion-mnist, else 0)")
+    a("--shift", type=int, default=None,
+      help="augmentation: translate each training image by up to this many pixels "
+           "(default 1 for fashion-mnist, else 0)")
     a("--init-gain", type=float, default=0.4,
       help="factor on the hidden layer's initial weights (default 0.4: few of them start at "
            "the chip's +-63 limit)")

@@ -30,6 +30,7 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "Encoding",
+    "ImageAugment",
     "SpikeBatch",
     "SpikeDataset",
     "bins_to_spikes",
@@ -344,3 +345,57 @@ def load_digits_split(
         SpikeDataset(x[train_idx], y[train_idx], enc),
         SpikeDataset(x[test_idx], y[test_idx], enc),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation
+
+
+class ImageAugment(Dataset):
+    """Training-set augmentation of square latency-coded images, applied per batch to the
+    step indices: a horizontal mirror with probability `flip` and a random translation by up
+    to `shift` pixels in each direction (vacated pixels stay silent). Fashion-MNIST's garments
+    are left-right symmetric in kind, so mirrors and small shifts are new plausible samples.
+    Draws from torch's global RNG, which the trainer seeds and checkpoints (resumes stay
+    bit-exact)."""
+
+    def __init__(self, dataset: SpikeDataset, *, flip: float = 0.5, shift: int = 1) -> None:
+        side = math.isqrt(dataset.n_inputs)
+        if side * side != dataset.n_inputs:
+            raise ConfigError(
+                f"image augmentation needs square images, got {dataset.n_inputs} inputs"
+            )
+        if not 0.0 <= flip <= 1.0 or not 0 <= shift < side:
+            raise ConfigError(f"flip must be in [0, 1] and shift in [0, {side}): {flip}, {shift}")
+        self.dataset, self.flip, self.shift, self.side = dataset, flip, shift, side
+        self.n_inputs, self.n_classes = dataset.n_inputs, dataset.n_classes
+        self.enc = dataset.enc
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def augment_bins(self, bins: Tensor) -> Tensor:
+        """[B, side * side] step indices -> augmented copy (same shape and dtype)."""
+        b, s, k = len(bins), self.side, self.shift
+        img = bins.reshape(b, s, s)
+        if k:
+            img = F.pad(img, (k, k, k, k), value=-1)
+        rows = torch.arange(s)
+        dy = torch.randint(-k, k + 1, (b, 1)) if k else torch.zeros(b, 1, dtype=torch.long)
+        dx = torch.randint(-k, k + 1, (b, 1)) if k else torch.zeros(b, 1, dtype=torch.long)
+        cols = rows[None, :].expand(b, s)
+        mirrored = torch.rand(b) < self.flip
+        cols = torch.where(mirrored[:, None], s - 1 - cols, cols)
+        r = (rows[None, :] + k + dy)[:, :, None]  # [B, s, 1]
+        c = (cols + k + dx)[:, None, :]  # [B, 1, s]
+        out = img[torch.arange(b)[:, None, None], r, c]
+        return out.reshape(b, s * s)
+
+    def __getitems__(self, indices: list[int]) -> SpikeBatch:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        bins = self.augment_bins(self.dataset.bins[idx])
+        return SpikeBatch(bins_to_spikes(bins, self.enc.n_steps), self.dataset.labels[idx])
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        batch = self.__getitems__([i])
+        return batch.spikes[:, 0], int(batch.labels[0])

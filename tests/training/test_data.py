@@ -208,3 +208,51 @@ def test_fashion_mnist() -> None:
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     spikes_per_image = (test.bins >= 0).sum(1).float().mean()
     assert 50 < float(spikes_per_image) < 256
+
+
+def _bins_dataset(bins: torch.Tensor) -> SpikeDataset:
+    ds = SpikeDataset.__new__(SpikeDataset)
+    ds.enc, ds.bins, ds.labels = Encoding(), bins.to(torch.int16), torch.arange(len(bins)) % 10
+    return ds
+
+
+def test_image_augment_mirrors_and_shifts_the_step_indices() -> None:
+    img = torch.arange(16, dtype=torch.int16).reshape(1, 4, 4) % 7  # steps 0..6
+    ds = _bins_dataset(img.reshape(1, 16))
+    mirror = data.ImageAugment(ds, flip=1.0, shift=0)
+    assert torch.equal(mirror.augment_bins(ds.bins).reshape(4, 4), img[0].flip(1))
+    plain = data.ImageAugment(ds, flip=0.0, shift=0)
+    assert torch.equal(plain.augment_bins(ds.bins), ds.bins)
+    # with shifts, every output is the image moved by (dy, dx) with silent (-1) borders
+    many = _bins_dataset(img.reshape(1, 16).repeat(400, 1))
+    shifted = data.ImageAugment(many, flip=0.0, shift=1)
+    torch.manual_seed(0)
+    out = shifted.augment_bins(many.bins).reshape(400, 4, 4)
+    padded = torch.nn.functional.pad(img[0], (1, 1, 1, 1), value=-1)
+    moves = set()
+    for o in out:
+        match = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                 if torch.equal(o, padded[1 + dy:5 + dy, 1 + dx:5 + dx])]
+        assert match, o
+        moves.add(match[0])
+    assert len(moves) == 9  # all nine translations occur
+
+
+def test_image_augment_batches_keep_labels_and_refuse_bad_settings() -> None:
+    g = torch.Generator().manual_seed(1)
+    ds = _bins_dataset(torch.randint(-1, 20, (50, 64), generator=g))
+    aug = data.ImageAugment(ds, flip=0.5, shift=2)
+    torch.manual_seed(3)
+    batch = aug.__getitems__(list(range(10, 20)))
+    assert batch.spikes.shape == (20, 10, 64) and torch.equal(batch.labels, ds.labels[10:20])
+    assert float(batch.spikes.sum(dim=(0, 2)).max()) <= 64
+    torch.manual_seed(3)
+    again = aug.__getitems__(list(range(10, 20)))
+    assert torch.equal(batch.spikes, again.spikes)  # the global RNG decides: reproducible
+    assert len(aug) == 50 and aug.n_inputs == 64
+    with pytest.raises(ConfigError, match="square"):
+        data.ImageAugment(_bins_dataset(torch.zeros(2, 10)))
+    with pytest.raises(ConfigError):
+        data.ImageAugment(ds, flip=1.5)
+    with pytest.raises(ConfigError):
+        data.ImageAugment(ds, shift=8)
