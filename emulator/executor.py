@@ -21,7 +21,9 @@ Semantics (what a firmware must reproduce; docs/protocol.md):
   instruction's episode; a scheduled sample to the episode running at its time. Register writes
   (and spike-counter reads, CHIP_RESET, CLEAR_SPIKE_COUNTERS) between two EPISODE_STARTs split the
   episodes into groups run one after the other: the analog core sees writes from the next
-  EPISODE_START on, and spike counters include every episode started before a read.
+  EPISODE_START on, and spike counters include every episode started before a read. Writes of
+  the readout registers (CADC_OFFSET, MADC_CONFIG) do not split: each episode carries the
+  values in force at its EPISODE_START into the batch (same results, one core run).
 - Errors never raise. The first malformed word (unknown opcode, reserved bits, zero count, stray
   or missing DATA) stops execution there with BAD_INSTRUCTION / TRUNCATED_PROGRAM; words after HALT
   are reported, not run. The trace always ends with HALT: status 0 ok, 1 error records, 2 aborted,
@@ -101,6 +103,7 @@ _RESERVED = np.zeros(256, np.uint64)
 for _k, _m in _FIELDS.items():
     _RESERVED[int(_k)] = M56 & ~_m
 _SPLITTING_SYSTEM_OPS = {int(SystemOp.CHIP_RESET), int(SystemOp.CLEAR_SPIKE_COUNTERS)}
+_READOUT_BLOCKS = [int(Block.CADC_OFFSET), int(Block.MADC_CONFIG)]
 _CADC_BLOCK = 1 + CADC_DATA_WORDS
 _U64 = np.uint64
 
@@ -382,12 +385,17 @@ class _Run:
         self.sys_code = (w[sys_mask] & _U64(0xFF)).astype(np.int64)
         self.sys_applied = 0
 
-    def _split_positions(self) -> np.ndarray:
-        """Word indices of accesses after which a new episode group must start."""
+    def _split_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Word indices of accesses after which a new episode group must start, and of the
+        readout-register writes (CADC offsets, MADC config), which only change what the
+        following episodes' ADC samples read: those ride along in the batch instead."""
         blk = self.el_addr >> BLOCK_SHIFT
-        splitting = np.where(self.el_read, blk == Block.SPIKE_COUNTER, blk != Block.SYSTEM)
+        readout = ~self.el_read & np.isin(blk, _READOUT_BLOCKS)
+        splitting = np.where(self.el_read, blk == Block.SPIKE_COUNTER,
+                             (blk != Block.SYSTEM) & ~readout)
         sys_split = np.isin(self.sys_code, list(_SPLITTING_SYSTEM_OPS))
-        return np.union1d(self.el_owner[splitting], self.sys_pos[sys_split])
+        return (np.union1d(self.el_owner[splitting], self.sys_pos[sys_split]),
+                np.unique(self.el_owner[readout]))
 
     def _apply_until(self, pos: int) -> None:
         """Apply register accesses and system ops of words before index `pos`, in order."""
@@ -506,13 +514,17 @@ class _Run:
         """Run every episode group through the analog core, applying register ops in between."""
         n_ep = self.n_episodes
         # groups: a register write (or spike-counter read) between two episode starts splits
-        splits = self._split_positions()
+        splits, readout = self._split_positions()
         k = np.searchsorted(self.ep_pos, splits, side="right")
         new_group = np.zeros(n_ep, bool)
         if n_ep:
             new_group[0] = True
             new_group[k[(k > 0) & (k < n_ep)]] = True
         bounds = np.append(np.flatnonzero(new_group), n_ep)
+        # episodes whose readout registers differ from the previous episode's
+        k = np.searchsorted(self.ep_pos, readout, side="right")
+        self.readout_change = np.zeros(n_ep, bool)
+        self.readout_change[k[(k > 0) & (k < n_ep)]] = True
         self.out_spk: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.cadc_samples: np.ndarray | None = None  # allocated by the first group
         self.madc_values = np.zeros(self.madc_time.size, np.uint16)
@@ -528,6 +540,15 @@ class _Run:
 
         ex = self.ex
         start = self.ep_start[g0:g1]
+        cadc_offset = madc_config = None
+        change = np.flatnonzero(self.readout_change[g0 + 1:g1]) + g0 + 1
+        if change.size:  # readout registers per episode, in force at each EPISODE_START
+            cadc_offset = np.empty((g1 - g0, CADC_CHANNELS), np.uint32)
+            madc_config = np.empty(g1 - g0, np.int64)
+            for a, b in zip([g0, *change.tolist()], [*change.tolist(), g1], strict=True):
+                self._apply_until(int(self.ep_pos[a]))
+                cadc_offset[a - g0:b - g0] = self.regs.cadc_offset
+                madc_config[a - g0:b - g0] = int(self.regs.madc_config)
         sel_s = np.flatnonzero((self.spk_ep >= g0) & (self.spk_ep < g1))
         sel_c = np.flatnonzero((self.cadc_ep >= g0) & (self.cadc_ep < g1))
         sel_m = np.flatnonzero((self.madc_ep >= g0) & (self.madc_ep < g1))
@@ -545,6 +566,8 @@ class _Run:
             madc_episode=(m_ep - g0).astype(np.int32),
             madc_time=(self.madc_time[sel_m] - self.ep_start[m_ep]).astype(np.uint64),
             noise_key=int(ex._noise.integers(0, 1 << 63)),
+            cadc_offset=cadc_offset,
+            madc_config=madc_config,
         )
         result = ex.core.run(batch)
         self.core_runs += 1

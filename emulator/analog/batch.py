@@ -35,6 +35,11 @@ class EpisodeBatch:
     # optional extension: the e used for noise (default 0..E-1); lets a test run episodes one
     # at a time and still compare with a batch
     episode_ids: np.ndarray | None = None
+    # optional extension: readout registers per episode (the executor passes them when they
+    # change between the episodes of one batch); None: the register file's current values.
+    # They only shape the ADC readout, so changing them neither splits a batch nor recompiles.
+    cadc_offset: np.ndarray | None = None  # [E, 512] CADC_OFFSET register words
+    madc_config: np.ndarray | None = None  # [E] MADC_CONFIG register word
 
     def normalised(self) -> EpisodeBatch:
         """Copy with canonical dtypes; raises ConfigError on inconsistent shapes or values."""
@@ -53,7 +58,14 @@ class EpisodeBatch:
             madc_time=_arr(self.madc_time, np.int64),
             noise_key=int(self.noise_key) & ((1 << 64) - 1),
             episode_ids=None if self.episode_ids is None else _arr(self.episode_ids, np.int64),
+            cadc_offset=None if self.cadc_offset is None else np.ascontiguousarray(
+                np.asarray(self.cadc_offset, np.uint32).reshape(-1, N_NEURONS)),
+            madc_config=None if self.madc_config is None else _arr(self.madc_config, np.int64),
         )
+        for name in ("cadc_offset", "madc_config"):
+            x = getattr(b, name)
+            if x is not None and x.shape[0] != e:
+                raise ConfigError(f"{name} has {x.shape[0]} episode rows, expected n_episodes={e}")
         if b.duration.size != e:
             raise ConfigError(f"duration has {b.duration.size} entries, expected n_episodes={e}")
         if (b.duration < 0).any():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from protocol.addressmap import N_NEURONS, CrossbarInput, ReadoutSource
+from protocol.addressmap import N_NEURONS, Block, CrossbarInput, ReadoutSource
 from protocol.errors import ConfigError
 from protocol.wire import LABEL_MASK
 
@@ -45,6 +45,10 @@ MADC_NEURON_MASK = 0x1FF
 # costs thread hand-offs and ~2 ms of Python
 MIN_CHUNK_ELEMENTS = 1 << 22
 MADC_SOURCE_SHIFT = 9
+# the register blocks compile_chip reads (every other block is readout or FPGA state)
+_COMPILED_BLOCKS = [int(x) for x in (Block.CAPMEM_NEURON, Block.CAPMEM_GLOBAL,
+                                     Block.NEURON_CONFIG, Block.SYNAPSE, Block.DRIVER,
+                                     Block.CROSSBAR, Block.BACKGROUND)]
 
 
 @dataclass
@@ -118,6 +122,7 @@ class AnalogCore:
         self.mismatch = ChipMismatch.draw(self.serial, self.config)
         self.noise = NoiseTable(self.serial)
         self._model: _Model | None = None
+        self._versions: dict[tuple, int] = {}
         self._group_cache: tuple | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._executor_workers = 0
@@ -134,8 +139,21 @@ class AnalogCore:
         return self._executor
 
     # ------------------------------------------------------------------ compile
+    def _model_version(self) -> int:
+        """Changes whenever a register the model is compiled from changes: with per-block
+        versions, the compiled blocks' only (readout registers: CADC offsets, MADC config are
+        read at readout time and never recompile); else the register file's `version`."""
+        bv = getattr(self.regs, "block_versions", None)
+        if bv is None:
+            return int(getattr(self.regs, "version", -1))
+        v = np.asarray(bv, np.int64)[_COMPILED_BLOCKS]
+        key = (v.tobytes(),)
+        if key not in self._versions:
+            self._versions[key] = len(self._versions)
+        return self._versions[key]
+
     def model(self) -> _Model:
-        ver = int(getattr(self.regs, "version", -1))
+        ver = self._model_version()
         if self._model is None or ver < 0 or self._model.version != ver:
             chip = with_noise(compile_chip(self.regs, self.mismatch, self.sim),
                               self.config.membrane_noise_mv)
@@ -345,10 +363,12 @@ class AnalogCore:
                 rank = _rank_in_episode(b.cadc_episode)[req]
                 starts = self.noise.offsets(SALT_CADC, b.noise_key, ids[b.cadc_episode[req]],
                                             rank)
-            gain, off = self._cadc_affine()
-            fast.cadc_codes(plan.v, chip.circuit_neuron, gain, off, starts, self.noise.table,
-                            self.config.cadc_read_noise_lsb, req, cadc,
-                            self._pool(workers - 1) if workers > 1 else None, workers)
+            pool = self._pool(workers - 1) if workers > 1 else None
+            for sel, gain, off in self._cadc_groups(b, req):
+                fast.cadc_codes(plan.v if sel is None else plan.v[sel], chip.circuit_neuron,
+                                gain, off, _pick(starts, sel), self.noise.table,
+                                self.config.cadc_read_noise_lsb, _pick(req, sel), cadc, pool,
+                                workers)
 
     def _dense_noise(self, m: _Model, starts: np.ndarray, n_ep: int, t_steps: int
                      ) -> torch.Tensor:
@@ -469,7 +489,9 @@ class AnalogCore:
         if b.cadc_time.size:
             src |= set(np.unique(chip.readout_source).tolist())
         if b.madc_time.size:
-            src.add(int(self.regs.madc_config) >> MADC_SOURCE_SHIFT & 0x7)
+            cfg = [int(self.regs.madc_config)] if b.madc_config is None else np.unique(
+                b.madc_config[b.madc_episode]).tolist()
+            src |= {c >> MADC_SOURCE_SHIFT & 0x7 for c in cfg}
         syn = bool(src & {int(ReadoutSource.SYN_EXC), int(ReadoutSource.SYN_INH)})
         return syn, int(ReadoutSource.ADAPTATION) in src
 
@@ -586,7 +608,6 @@ class AnalogCore:
             if self.config.cadc_read_noise_lsb > 0:
                 rank = _rank_in_episode(b.cadc_episode)[req]
                 starts = self.noise.offsets(SALT_CADC, b.noise_key, ids[ep], rank)
-            gain, off = self._cadc_affine()
             membrane = bool((chip.readout_source == int(ReadoutSource.MEMBRANE)).all())
             if self.use_kernels:
                 if membrane:
@@ -599,24 +620,48 @@ class AnalogCore:
                     v = self._circuit_values(m, grids, local[ep], t, np.arange(N_NEURONS),
                                              chip.readout_source).numpy()
                     chan = np.arange(N_NEURONS)
-                fast.cadc_codes(v, chan, gain, off, starts, self.noise.table,
-                                self.config.cadc_read_noise_lsb, req, cadc)
+                for sel, gain, off in self._cadc_groups(b, req):
+                    fast.cadc_codes(_pick(v, sel), chan, gain, off, _pick(starts, sel),
+                                    self.noise.table, self.config.cadc_read_noise_lsb,
+                                    _pick(req, sel), cadc)
             else:
                 v = self._circuit_values(m, grids, local[ep], t, np.arange(N_NEURONS),
                                          chip.readout_source)
-                cadc[req] = self._cadc_codes(v, gain, off, starts)
+                for sel, gain, off in self._cadc_groups(b, req):
+                    vs = v if sel is None else v[torch.from_numpy(sel)]
+                    cadc[_pick(req, sel)] = self._cadc_codes(vs, gain, off, _pick(starts, sel))
         req = np.flatnonzero(local[b.madc_episode] >= 0)
         if req.size:
-            cfg = int(self.regs.madc_config)
-            circ = np.array([cfg & MADC_NEURON_MASK])
-            src = np.array([cfg >> MADC_SOURCE_SHIFT & 0x7])
             ep = b.madc_episode[req]
-            v = self._circuit_values(m, grids, local[ep], b.madc_time[req], circ, src)[:, 0]
             rank = _rank_in_episode(b.madc_episode)[req]
             starts = self.noise.offsets(SALT_MADC, b.noise_key, ids[ep], rank)
             noise = self.noise.rows(starts, np.zeros(1, np.int64)).numpy()[:, 0]
-            madc[req] = ro.madc_code(v.double().numpy(), mm.madc_gain, mm.madc_offset,
-                                     noise * self.config.madc_read_noise_lsb)
+            cfg = np.full(req.size, int(self.regs.madc_config), np.int64) if (
+                b.madc_config is None) else b.madc_config[ep]
+            for c in np.unique(cfg).tolist():  # one pass per configuration in force
+                sel = np.flatnonzero(cfg == c)
+                circ = np.array([c & MADC_NEURON_MASK])
+                src = np.array([c >> MADC_SOURCE_SHIFT & 0x7])
+                v = self._circuit_values(m, grids, local[ep[sel]], b.madc_time[req[sel]], circ,
+                                         src)[:, 0]
+                madc[req[sel]] = ro.madc_code(v.double().numpy(), mm.madc_gain,
+                                              mm.madc_offset,
+                                              noise[sel] * self.config.madc_read_noise_lsb)
+
+    def _cadc_groups(self, b: EpisodeBatch, req: np.ndarray
+                     ) -> list[tuple[np.ndarray | None, torch.Tensor, torch.Tensor]]:
+        """(positions in req, gain, offset) per CADC_OFFSET setting in force for the requests
+        req (positions None: all of them, the register file's setting)."""
+        if b.cadc_offset is None:
+            return [(None, *self._cadc_affine(self.regs.cadc_offset))]
+        uniq, inv = np.unique(b.cadc_offset, axis=0, return_inverse=True)
+        inv = inv.reshape(-1)[b.cadc_episode[req]]
+        if uniq.shape[0] == 1:
+            return [(None, *self._cadc_affine(uniq[0]))]
+        order = np.argsort(inv, kind="stable")
+        cuts = np.flatnonzero(np.diff(inv[order])) + 1
+        return [(sel, *self._cadc_affine(uniq[inv[sel[0]]]))
+                for sel in np.split(order, cuts)]
 
     def _cadc_codes(self, v: torch.Tensor, gain: torch.Tensor, off: torch.Tensor,
                     starts: np.ndarray | None) -> np.ndarray:
@@ -628,13 +673,22 @@ class AnalogCore:
             x.add_(nz.mul(torch.tensor(self.config.cadc_read_noise_lsb, dtype=torch.float32)))
         return x.round_().clamp_(0, ro.CADC_MAX).numpy().astype(np.uint8)
 
-    def _cadc_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """code = gain * V + off per channel (mismatch and the CADC_OFFSET register folded in)."""
+    def _cadc_affine(self, offset_words: np.ndarray | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """code = gain * V + off per channel (mismatch and the CADC_OFFSET register words
+        folded in; None: the register file's)."""
+        if offset_words is None:
+            offset_words = self.regs.cadc_offset
         mm = self.mismatch
         gain = mm.cadc_gain / ro.CADC_MV_PER_LSB
-        off = mm.cadc_offset + ro.signed8(self.regs.cadc_offset) - gain * ro.CADC_V0_MV
+        off = mm.cadc_offset + ro.signed8(offset_words) - gain * ro.CADC_V0_MV
         return (torch.from_numpy(gain.astype(np.float32)),
                 torch.from_numpy(off.astype(np.float32)))
+
+
+def _pick(x: np.ndarray | None, sel: np.ndarray | None) -> np.ndarray | None:
+    """x[sel] (x itself for sel None or x None)."""
+    return x if sel is None or x is None else x[sel]
 
 
 def _unique_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -605,3 +605,61 @@ def test_cadc_blocks_kernel_equals_numpy_packing() -> None:
     assert int(first[0]) >> 56 == int(Rec.CADC_DATA)
     assert [(int(first[0]) >> (8 * j)) & 0xFF for j in range(7)] == samples[rows[0], :7].tolist()
     assert int(first[73]) & ((1 << 56) - 1) == samples[rows[0], 511]
+
+
+CADC_OFF0 = address(Block.CADC_OFFSET, 0)
+
+
+def test_readout_register_writes_between_episodes_ride_along_without_splitting(
+        ex: Executor, regs: RegisterFile) -> None:
+    """CADC_OFFSET / MADC_CONFIG written before each EPISODE_START: one core run, each episode
+    carrying the values in force at its start; any other write still splits."""
+    parts = [ins.timer_reset()]
+    for e, off in enumerate([0, 5, 0xF9, 20]):
+        parts += [ins.write_block(CADC_OFF0, np.full(512, off)),
+                  ins.write(MADC, (8 + e) << 16 | 1 << 12 | e), ins.wait_until(1000 * e),
+                  ins.episode_start(e), ins.cadc_trigger(), ins.madc_record(2)]
+    _, tr = run(ex, *parts, ins.halt())
+    assert ex.stats.core_runs == 1 and ex.stats.episodes == 4
+    b = ex.core.batches[0]
+    assert b.cadc_offset[:, 0].tolist() == [0, 5, 0xF9, 20]
+    assert (b.cadc_offset == b.cadc_offset[:, :1]).all()
+    assert [c & 0x1FF for c in b.madc_config.tolist()] == [0, 1, 2, 3]
+    assert tr.madc["time"].tolist() == [0, 8, 1000, 1009, 2000, 2010, 3000, 3011]  # periods
+    assert int(regs.cadc_offset[7]) == 20 and int(regs.madc_config) & 0x1FF == 3
+    # a write to a compiled register between episodes still splits the batch
+    parts = [ins.timer_reset(), ins.episode_start(0), ins.cadc_trigger(),
+             ins.write(address(Block.CAPMEM_NEURON, 0), 300), ins.wait_until(1000),
+             ins.episode_start(1), ins.cadc_trigger()]
+    run(ex, *parts, ins.halt())
+    assert ex.stats.core_runs == 2
+    assert ex.core.batches[-1].cadc_offset is None  # nothing changed inside either group
+
+
+def test_per_episode_cadc_offsets_read_like_separate_runs() -> None:
+    """With the real (ideal) core: each episode's CADC codes move by its own offset register,
+    and the model is compiled once."""
+    from emulator.analog import AnalogCore, MismatchConfig
+    from protocol.addressmap import NeuronCell
+
+    regs = RegisterFile(2)
+    regs.capmem_neuron[:, NeuronCell.V_LEAK] = 600  # membrane at ~ 600 mV: codes ~100
+    regs.capmem_neuron[:, NeuronCell.I_BIAS_LEAK] = 420
+    core = AnalogCore(2, regs, MismatchConfig.ideal())
+    ex = Executor(regs, core)
+    offs = [0, 12, 0xF4, 3]
+    parts = [ins.timer_reset()]
+    for e, off in enumerate(offs):
+        parts += [ins.write_block(CADC_OFF0, np.full(512, off)), ins.wait_until(1000 * e),
+                  ins.episode_start(e), ins.wait_until(1000 * e + 300), ins.cadc_trigger()]
+    _, tr = run(ex, *parts, ins.halt())
+    model = core._model
+    assert ex.stats.core_runs == 1
+    codes = tr.cadc_samples.astype(np.int64)
+    signed = np.array([o - 256 if o > 127 else o for o in offs])
+    base = codes[0]
+    assert 10 < base.mean() < 245  # not clipped: the shifts show exactly
+    np.testing.assert_array_equal(codes - base, np.repeat(signed[:, None], 512, 1))
+    run(ex, ins.timer_reset(), ins.write_block(CADC_OFF0, np.full(512, 9)), ins.episode_start(0),
+        ins.cadc_trigger(), ins.halt())
+    assert core._model is model  # readout registers never recompile the chip

@@ -306,3 +306,35 @@ def test_spikes_inside_one_step_equal_reference():
     mine = (a.spike_label == 77) & (a.spike_episode == 0)  # two neurons
     per_step = np.bincount(a.spike_time[mine] // fast.model().chip.sim.dt_ticks)
     assert per_step.max() >= 4  # really several spikes per neuron in one step
+
+
+def test_readout_registers_per_episode_equal_one_episode_at_a_time():
+    """Per-episode CADC offsets and MADC configs in the batch: the same codes as running each
+    episode alone with the register file set so (kernels, torch reference, and no recompile)."""
+    fast, ref = pnas_core(), pnas_core(sim=SimConfig(kernels=False))
+    n = 4
+    b = pnas_batch(fast, n, seed=6)
+    rng = np.random.default_rng(1)
+    offs = rng.integers(0, 256, (n, 512)).astype(np.uint32)
+    offs[2] = offs[1]  # two episodes share a setting
+    madc = np.array([0, 7, 7, 300]) | 1 << 12 | 4 << 16  # membrane of circuits 0, 7, 300
+    b.madc_episode = np.repeat(np.arange(n), 5)
+    b.madc_time = np.tile(np.arange(5) * 400 + 100, n)
+    b.cadc_offset, b.madc_config = offs, madc
+    a = same_run(fast, ref, b)
+    assert_same(fast.run(b), a)  # and through the grid-less CADC path (no capture)
+    for e in range(n):
+        one = pnas_batch(fast, n, seed=6)
+        keep_c, keep_s = one.cadc_episode == e, one.spike_episode == e
+        single = EpisodeBatch(
+            n_episodes=1, duration=one.duration[e:e + 1],
+            spike_episode=one.spike_episode[keep_s] * 0, spike_time=one.spike_time[keep_s],
+            spike_label=one.spike_label[keep_s],
+            cadc_episode=one.cadc_episode[keep_c] * 0, cadc_time=one.cadc_time[keep_c],
+            madc_episode=np.zeros(5, np.int64), madc_time=np.arange(5) * 400 + 100,
+            noise_key=one.noise_key, episode_ids=np.array([e]))
+        fast.regs.cadc_offset[:] = offs[e]
+        fast.regs.madc_config[()] = madc[e]
+        r = fast.run(single)
+        np.testing.assert_array_equal(r.cadc_samples, a.cadc_samples[b.cadc_episode == e])
+        np.testing.assert_array_equal(r.madc_values, a.madc_values[b.madc_episode == e])
