@@ -27,7 +27,7 @@ from hostdriver.program import (
 from hostdriver.traces import TimeGrid
 from hostdriver.transports.inprocess import InProcessTransport
 from protocol import instructions as ins
-from protocol.addressmap import CrossbarInput, CrossbarOutput
+from protocol.addressmap import Block, CrossbarInput, CrossbarOutput, address
 from protocol.errors import ConfigError
 from protocol.instructions import decode_program
 from protocol.wire import Instr, SystemOp
@@ -248,7 +248,7 @@ def test_dense_raster_input():
         SpikeInput.from_dense(raster, [1, 2], dt=1.0)
 
 
-def test_per_episode_writes_split_batches_and_update_belief(stub):
+def test_per_episode_writes_reach_their_episodes_and_update_belief(stub):
     board, core = stub
     cfg = loop_config()
     cfg.madc.period = 8
@@ -260,9 +260,19 @@ def test_per_episode_writes_split_batches_and_update_belief(stub):
     t = p.episodes(3, 2.0, madc=MADCSchedule(2),
                    writes=EpisodeWrites(np.arange(3), [0x0A00_0000] * 3, madc_words))
     data = p.run(board)[t]
-    assert [b.n_episodes for b in core.batches] == [1, 1, 1]
+    # readout registers ride along with each episode: one batch
+    assert [b.n_episodes for b in core.batches] == [3]
+    assert (np.asarray(core.batches[0].madc_config) & 0x1FF).tolist() == neurons.tolist()
     assert data.madc.values.shape == (3, 2)
     assert believed(board).madc.neuron == 27 and ChipConfig.read(board).madc.neuron == 27
+    # a write the chip model is compiled from (a CapMem cell) splits the batch
+    core.batches.clear()
+    p = Program()
+    cell = address(Block.CAPMEM_NEURON, 0)
+    p.episodes(3, 2.0, madc=MADCSchedule(2),
+               writes=EpisodeWrites(np.arange(3), [cell] * 3, [100, 200, 300]))
+    p.run(board)
+    assert [b.n_episodes for b in core.batches] == [1, 1, 1]
 
 
 @pytest.mark.parametrize(
