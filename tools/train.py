@@ -235,7 +235,8 @@ def _main(args: argparse.Namespace) -> int:
             net.connect(backend)
             reference = backend.reference()
         loss = PNASLoss(readout_scale=args.readout_scale, rho=args.rho, l2=args.l2,
-                        weights=net.weights())
+                        weights=net.weights(), readout_penalty=args.readout_penalty,
+                        readout_bound=args.readout_bound)
         config = TrainConfig(epochs=args.epochs, lr=args.lr, lr_decay=args.lr_decay,
                              batch_size=args.batch_size, seed=args.seed,
                              max_batches=args.max_batches, threads=args.threads,
@@ -358,6 +359,11 @@ def parser() -> argparse.ArgumentParser:
     a("--l2", type=float, default=0.0, help="weight L2")
     a("--readout-scale", type=float, default=5.0, help="factor on the readout maxima before the "
       "softmax (default 5)")
+    a("--readout-penalty", type=float, default=0.0,
+      help="weight of the penalty on readout membranes beyond --readout-bound (default 0); "
+           "keeps software-trained readouts inside the range a chip's CADC records")
+    a("--readout-bound", type=float, default=1.1,
+      help="readout membrane bound in threshold-leak gaps for --readout-penalty (default 1.1)")
     a("--dropout", type=float, default=0.0, help="hidden dropout probability (default 0)")
     a("--dropout-scope", choices=("sample", "batch"), default=None,
       help="a dropout mask per sample (--sim default) or per batch (board default: the board "
