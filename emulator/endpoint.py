@@ -273,7 +273,7 @@ class BoardEndpoint:
             if reply is not None:
                 self._send(channel, reply, now)
 
-    def _send(self, channel: int, reply: bytes, now: float) -> None:
+    def _send(self, channel: int, reply: bytes | memoryview, now: float) -> None:
         """Queue a reply; a trace over the link's max_message becomes an OVERFLOW error trace."""
         if len(reply) > self.link.max_message:
             print(f"emulator: a {len(reply)}-byte reply on channel {channel} exceeds the link's "
@@ -293,10 +293,10 @@ class BoardEndpoint:
             return self._control(message)
         return None  # no such channel: a board ignores it (the link already acked it)
 
-    def _playback(self, program: bytes) -> bytes:
+    def _playback(self, program: bytes) -> bytes | memoryview:
         self.programs_run += 1
         try:
-            return self.executor.run(program)
+            return self.executor.run_view(program)  # read-only: the link sends it uncopied
         except Exception:  # an emulator bug must not kill the board: report it in the trace
             self.internal_errors += 1
             traceback.print_exc(file=sys.stderr)

@@ -173,11 +173,19 @@ class Executor:
     # ------------------------------------------------------------------ entry points
     def run(self, program: bytes) -> bytes:
         """Execute one program message; returns the trace message (little-endian u64 words)."""
+        return self.run_view(program).tobytes()
+
+    def run_view(self, program: bytes) -> memoryview:
+        """run() without the final copy: the trace as a read-only byte view of its array
+        (the board sends megabytes of CADC samples; each copy of them costs ~1 ms)."""
         data = bytes(program)
         n = len(data) // 8
         words = np.frombuffer(data, "<u8", count=n).astype(_U64)
         out = self.run_words(words, truncated_bytes=len(data) % 8)
-        return (out if sys.byteorder == "little" else out.astype("<u8")).tobytes()
+        if sys.byteorder != "little":
+            out = out.astype("<u8")
+        out.flags.writeable = False
+        return memoryview(out).cast("B")
 
     def run_words(self, words: np.ndarray, *, truncated_bytes: int = 0) -> np.ndarray:
         return _Run(self, np.asarray(words, _U64).reshape(-1), truncated_bytes).execute()
@@ -687,7 +695,7 @@ class _Run:
         need_sync = timed & ~is_sync & (epoch != known)
         word = np.where(timed, word | (timer.astype(_U64) & _U64(TIMESTAMP_MASK)), word)
         size = np.where(cadc_row >= 0, _CADC_BLOCK, 1) + need_sync
-        out = np.zeros(int(size.sum()), _U64)
+        out = np.empty(int(size.sum()), _U64)  # every word is written below
         at = np.cumsum(size) - size
         sync_t = (timer[need_sync] >> TIMESTAMP_BITS) << TIMESTAMP_BITS  # the wrap moment
         out[at[need_sync]] = _rec(Rec.TIME_SYNC) | (sync_t.astype(_U64) & _U64(M56))

@@ -179,11 +179,16 @@ class Link:
         self._now = now
 
     # ------------------------------------------------------------------ sending
-    def send(self, channel: int, message: bytes, now: float) -> None:
-        """Queue one message; it is cut into frames of max_payload, the last one flagged EOM."""
+    def send(self, channel: int, message: bytes | memoryview, now: float) -> None:
+        """Queue one message; it is cut into frames of max_payload, the last one flagged EOM.
+        bytes and read-only byte views are sent as they are (no copy), anything else copied."""
         if not 0 <= channel <= 255:
             raise ConfigError(f"channel must be 0..255, got {channel}")
-        data = bytes(message)
+        if isinstance(message, memoryview) and message.readonly and message.format == "B" and (
+                message.contiguous):
+            data: bytes | memoryview = message
+        else:
+            data = bytes(message)
         if len(data) > self.max_message:
             raise ConfigError(
                 f"message of {len(data)} bytes on channel {channel} exceeds the link's "

@@ -486,3 +486,18 @@ def test_keepalive_sends_one_ack_unless_data_carries_it():
     c.poll(0.0)
     c.keepalive(0.01)  # not established: no ACK to send
     assert c.poll(0.01) == b""
+
+
+def test_read_only_views_go_out_uncopied_and_writable_buffers_are_copied():
+    ab = LossyChannel(random.Random(1))
+    ba = LossyChannel(random.Random(2))
+    a, b = Link(), Link()
+    ro = bytes(range(256)) * 100
+    view = memoryview(bytearray(ro)).toreadonly()
+    a.send(1, view, 0.0)
+    assert a._queue[0][2].obj is view.obj  # fragments are views of the caller's buffer
+    buf = bytearray(b"abc" * 10)
+    a.send(2, buf, 0.0)
+    buf[:3] = b"xyz"  # changed after send: the link sent its own copy
+    _, got_b, _ = run_pair(a, b, ab, ba, lambda ga, gb: len(gb) == 2)
+    assert got_b == [(1, ro), (2, b"abc" * 10)]
