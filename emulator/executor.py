@@ -278,22 +278,23 @@ class _Run:
         op = self.op[I]
         w = self.words[I]
         n = I.size
-        t = np.where(op == Instr.WAIT_UNTIL, (w & _U64(M56)).astype(np.int64), 0)
         is_wait = op == Instr.WAIT_UNTIL
         is_reset = op == Instr.TIMER_RESET
         # ADC durations (ticks from issue to last sample, +1: a sample completes after its tick)
         is_cs = op == Instr.CADC_SCHEDULE
         is_ct = op == Instr.CADC_TRIGGER
         is_madc = op == Instr.MADC_RECORD
-        cs_count = ((w >> _U64(42)) & _U64(LABEL_MASK)).astype(np.int64)
-        cs_interval = (w & _U64(TIMESTAMP_MASK)).astype(np.int64)
-        madc_n = ((w >> _U64(32)) & _U64(COUNT24)).astype(np.int64)
+        # fields only where their instruction is (0 elsewhere): most words are spikes / waits
+        t = _field(w, is_wait, 0, M56)
+        cs_count = _field(w, is_cs, 42, LABEL_MASK)
+        cs_interval = _field(w, is_cs, 0, TIMESTAMP_MASK)
+        madc_n = _field(w, is_madc, 32, COUNT24)
         madc_period, madc_cfg = self._madc_config_at(I[is_madc])
         period = np.zeros(n, np.int64)
         period[is_madc] = madc_period
         bad_madc = is_madc & (period < MADC_MIN_PERIOD) & (madc_n > 0)
-        n_adc = np.where(is_cs, cs_count, 0) + is_ct + np.where(is_madc & ~bad_madc, madc_n, 0)
-        step = np.where(is_cs, cs_interval, np.where(is_madc, period, 0))
+        n_adc = cs_count + is_ct + np.where(bad_madc, 0, madc_n)
+        step = cs_interval + period
         dur = np.where(n_adc > 0, (n_adc - 1) * step + 1, 0)
         has_adc = n_adc > 0
         barriers = np.flatnonzero(op == Instr.BARRIER)
@@ -480,9 +481,12 @@ class _Run:
         """Episode row of each event. An event happening when its instruction executes belongs
         to the episode that instruction is in (program order); a later scheduled sample to the
         last episode started at or before its time."""
-        by_time = np.searchsorted(self.ep_start, times, side="right") - 1
         by_pos = np.searchsorted(self.ep_pos, self.I[frm], side="right") - 1
-        return np.where(times == self.e[frm], by_pos, by_time)
+        now = times == self.e[frm]
+        if now.all():  # (injected spikes always are)
+            return by_pos
+        by_time = np.searchsorted(self.ep_start, times, side="right") - 1
+        return np.where(now, by_pos, by_time)
 
     def _episodes(self) -> None:
         """Episode starts (elapsed) and program positions; an implicit first episode starts at
@@ -838,6 +842,14 @@ def _chunk_times(now: int, off: int, t: np.ndarray, is_wait: np.ndarray, is_rese
     before = np.concatenate([[now], e[:-1]])
     past = is_wait & (seg_off + tw < before)
     return e, seg_off, past
+
+
+def _field(w: np.ndarray, where: np.ndarray, shift: int, mask: int) -> np.ndarray:
+    """(w >> shift) & mask as int64 at the words `where` selects, 0 elsewhere."""
+    out = np.zeros(w.size, np.int64)
+    at = np.flatnonzero(where)
+    out[at] = ((w[at] >> _U64(shift)) & _U64(mask)).view(np.int64)
+    return out
 
 
 def _max_into(out: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:

@@ -485,7 +485,9 @@ class Program:
         out = np.empty(t.size + int(new_t.sum()) + 1, np.uint64)
         pos = np.arange(t.size) + np.cumsum(new_t)
         out[pos] = w
-        out[pos[new_t] - 1] = ins.wait_until(t[new_t])
+        # (times checked above: 0 <= t <= end < 2^56)
+        out[pos[new_t] - 1] = t[new_t].astype(np.uint64) | np.uint64(
+            int(Instr.WAIT_UNTIL) << OPCODE_SHIFT)
         out[-1] = ins.wait_until(end)[0]
         self._parts.append(ins.barrier())
         self._parts.append(ins.timer_reset())
@@ -554,11 +556,12 @@ def spike_packs(t: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     n = t.size
     new = np.ones(n, bool)
     np.not_equal(t[1:], t[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    rank = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
-    first = np.flatnonzero(rank % 4 == 0)
+    idx = np.arange(n)
+    rank = idx - np.maximum.accumulate(np.where(new, idx, 0))  # position in its time group
+    slot = rank & 3
+    first = np.flatnonzero(slot == 0)
     filled = np.diff(np.append(first, n)).astype(np.uint64)
-    vals = labels.astype(np.uint64) << _SPIKE_SHIFTS[rank % 4]
+    vals = labels.astype(np.uint64) << _SPIKE_SHIFTS[slot]
     words = np.add.reduceat(vals, first) if n else vals  # disjoint bit fields: + is |
     words |= (filled + np.uint64(int(Instr.SPIKE1) - 1)) << np.uint64(OPCODE_SHIFT)
     return t[first], words
