@@ -8,6 +8,8 @@ in emission-step, episode, neuron order), so the sums round alike.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -168,7 +170,8 @@ def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: L
             np.full(n_src, 4, _I64), noise, table.numpy(), np.ascontiguousarray(chan, _I64),
             lp.noise_step.numpy(), v.numpy(), syn.numpy(), umax)
     ro = _NO_PLAN if plan is None else plan.kernel_args(lp.rdt, idx)
-    bounds = episode_ranges(ext.ptr, pre.ptr, n_ep, n, t_steps, 1 if pool is None else workers)
+    bounds = episode_ranges(ext.ptr, pre.ptr, n_ep, n, t_steps,
+                            1 if pool is None else workers * RANGES_PER_WORKER)
 
     def part(e_lo: int, e_hi: int) -> tuple[np.ndarray, np.ndarray]:
         cap = max(64, (e_hi - e_lo) * n // 16)
@@ -180,9 +183,8 @@ def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: L
                 return flat[:hits], seg[:hits]
             cap = hits  # more neurons reach threshold than expected: again, with room for all
 
-    if len(bounds) > 2:  # the calling thread takes the first range
-        futs = [pool.submit(part, a, b) for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]
-        parts = [part(bounds[0], bounds[1])] + [f.result() for f in futs]
+    if len(bounds) > 2:
+        parts = run_ranges(pool, workers, bounds, part)
         flat = np.concatenate([f for f, _ in parts])
         seg = np.concatenate([g for _, g in parts])
     else:
@@ -191,8 +193,37 @@ def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: L
             torch.from_numpy(flat), torch.from_numpy(seg).T)
 
 
-# neuron-steps (~4 ns each) below which one more thread costs more (hand-off ~0.1 ms) than it saves
+# neuron-steps (~4 ns each) below which one more range costs more (hand-off ~0.1 ms) than it saves
 PARALLEL_MIN_WORK = 1 << 17
+# ranges per worker thread: taken one at a time, so a thread the OS pauses (a shared host)
+# holds up one small range, not half of the batch
+RANGES_PER_WORKER = 4
+
+
+def run_ranges(pool: Executor, workers: int, bounds: list[int], fn: Callable) -> list:
+    """[fn(bounds[i], bounds[i + 1]) for each i], run by the calling thread and workers - 1
+    pool threads, each taking the next range as it gets free; results in range order."""
+    n = len(bounds) - 1
+    out: list = [None] * n
+    lock = threading.Lock()
+    nxt = [0]
+
+    def drain() -> None:
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= n:
+                return
+            out[i] = fn(bounds[i], bounds[i + 1])
+
+    futs = [pool.submit(drain) for _ in range(min(workers, n) - 1)]
+    try:
+        drain()
+    finally:
+        for f in futs:
+            f.result()
+    return out
 
 
 def episode_ranges(x_ptr: np.ndarray, p_ptr: np.ndarray, n_ep: int, n: int, t_steps: int,
@@ -275,15 +306,12 @@ def cadc_codes(v: np.ndarray, chan_col: np.ndarray, gain: torch.Tensor, off: tor
         kernels.cadc_codes(v[r0:r1], run_c, run_n, run_len, g, o,
                            noise[r0:r1] if noise.size else noise, tb, a, rows[r0:r1], out)
 
-    k = 1 if pool is None else min(workers, rows.size * out.shape[1] // PARALLEL_MIN_WORK)
+    k = 1 if pool is None else min(workers * RANGES_PER_WORKER,
+                                   rows.size * out.shape[1] // PARALLEL_MIN_WORK)
     if k <= 1:
         part(0, rows.size)
         return
-    cuts = [rows.size * i // k for i in range(k + 1)]
-    futs = [pool.submit(part, a_, b_) for a_, b_ in zip(cuts[1:-1], cuts[2:], strict=True)]
-    part(cuts[0], cuts[1])
-    for f in futs:
-        f.result()
+    run_ranges(pool, workers, [rows.size * i // k for i in range(k + 1)], part)
 
 
 def follow_spikes(p: TorchParams, n: int, flat: torch.Tensor, seg_all: torch.Tensor

@@ -338,3 +338,22 @@ def test_readout_registers_per_episode_equal_one_episode_at_a_time():
         r = fast.run(single)
         np.testing.assert_array_equal(r.cadc_samples, a.cadc_samples[b.cadc_episode == e])
         np.testing.assert_array_equal(r.madc_values, a.madc_values[b.madc_episode == e])
+
+
+def test_run_ranges_keeps_range_order_and_raises():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emulator.analog import fast
+
+    bounds = [0, 3, 4, 9, 10, 20]
+    with ThreadPoolExecutor(2) as pool:
+        got = fast.run_ranges(pool, 3, bounds, lambda a, b: list(range(a, b)))
+        assert sum(got, []) == list(range(20)) and len(got) == 5
+
+        def bad(a, b):
+            if a == 9:
+                raise ValueError("range 9")
+            return a
+
+        with pytest.raises(ValueError, match="range 9"):
+            fast.run_ranges(pool, 2, bounds, bad)
