@@ -7,7 +7,8 @@ the PNAS networks (leak = reset = 80, threshold 150, tau_mem = tau_syn = 6 us).
 
 A targets file is JSON with any subset of the fields, each a number or a list of 512 numbers:
 ``{"threshold": 140, "tau_mem": [6.0, 6.1, ...]}``. The training issue's robustness experiments
-detune per neuron: ``Targets().detuned(0.3, seed=1)``.
+detune per neuron: ``Targets().detuned(0.3, seed=1)`` (valid at any spread: values a wide draw
+pushes out of range are clipped, ``Targets().detuning(0.5, seed=1).clipped`` counts them).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from protocol.addressmap import N_NEURONS
 from protocol.errors import ConfigError
 
-__all__ = ["PARAMETERS", "Targets"]
+__all__ = ["DETUNED", "MIN_THRESHOLD_GAP", "PARAMETERS", "Detuning", "Targets"]
 
 # parameter -> (unit of the target, physical unit, physical units per target unit)
 PARAMETERS: dict[str, tuple[str, str, float]] = {
@@ -54,6 +55,10 @@ _VALID = {
     "refractory": (0.0, 67000.0),
     "cadc_reference": (30.0, 210.0),
 }
+
+
+DETUNED = ("tau_mem", "tau_syn_exc", "tau_syn_inh", "threshold")  # what detuned() spreads
+MIN_THRESHOLD_GAP = 10.0  # LSB: a detuned threshold stays at least this far above the leak
 
 
 @dataclass(frozen=True)
@@ -114,22 +119,57 @@ class Targets:
 
     # ------------------------------------------------------------------ detuning
     def detuned(self, sigma: float, *, seed: int = 0,
-                names: tuple[str, ...] = ("tau_mem", "tau_syn_exc", "tau_syn_inh", "threshold"),
-                ) -> Targets:
-        """Per-neuron targets with relative spread sigma (PNAS sigma_d): x * (1 + sigma * N(0,1)),
-        clipped to stay positive. Threshold is detuned relative to the leak (threshold - leak).
+                names: tuple[str, ...] = DETUNED, min_gap: float = MIN_THRESHOLD_GAP) -> Targets:
+        """Per-neuron targets with relative spread sigma (PNAS sigma_d): x * (1 + sigma * N(0,1));
+        the threshold is detuned relative to the leak (threshold - leak). Valid at any sigma: the
+        values a wide draw pushes out of range are clipped (see `detuning`, which also counts
+        them)."""
+        return self.detuning(sigma, seed=seed, names=names, min_gap=min_gap).targets
+
+    def detuning(self, sigma: float, *, seed: int = 0, names: tuple[str, ...] = DETUNED,
+                 min_gap: float = MIN_THRESHOLD_GAP) -> Detuning:
+        """`detuned`'s targets and, per name, how many circuits were clipped at each end.
+
+        One standard normal draw of 512 per name, in the order of `names` (so a draw does not
+        depend on sigma: larger sigma scales the same pattern). Clipping, so that any sigma gives
+        targets this class accepts:
+        - every factor 1 + sigma z is at least 0.1 (a time constant stays positive);
+        - every value is clipped into the valid range of its field (_VALID: e.g. threshold
+          20..230 LSB, tau 0.2..200 us; at sigma 0.5 a few thresholds of the PNAS targets land
+          above 230);
+        - the threshold stays at least min_gap LSB above the leak (default 10: a circuit that
+          rests within a few LSB of its threshold fires from noise alone, and
+          training.board refuses it); where the leak lies within min_gap of the range top, the
+          range top wins.
+        Below the clipping the values are exactly the unclipped formula's.
         """
+        if not np.isfinite(sigma) or sigma < 0:
+            raise ConfigError(f"detuning sigma must be a number >= 0, got {sigma!r}")
+        if not np.isfinite(min_gap) or min_gap < 0:
+            raise ConfigError(f"detuning min_gap must be a number >= 0, got {min_gap!r}")
+        unknown = [n for n in names if n not in _VALID or n == "cadc_reference"]
+        if unknown:
+            raise ConfigError(f"cannot detune {unknown}; per-neuron targets: "
+                              f"{sorted(n for n in _VALID if n != 'cadc_reference')}")
         rng = np.random.default_rng(seed)
-        out = {}
+        out: dict[str, np.ndarray] = {}
+        clipped: dict[str, dict[str, int]] = {}
         for name in names:
-            z = rng.standard_normal(N_NEURONS)
+            f = 1.0 + sigma * rng.standard_normal(N_NEURONS)
+            lo, hi = _VALID[name]
             if name == "threshold":
                 leak = self.per_neuron("leak")
                 gap = self.per_neuron("threshold") - leak
-                out[name] = leak + gap * np.maximum(1.0 + sigma * z, 0.1)
+                raw, floored = leak + gap * f, leak + gap * np.maximum(f, 0.1)
+                lo = np.maximum(leak + min_gap, lo)
             else:
-                out[name] = self.per_neuron(name) * np.maximum(1.0 + sigma * z, 0.1)
-        return replace(self, **out)
+                x = self.per_neuron(name)
+                raw, floored = x * f, x * np.maximum(f, 0.1)
+            value = np.minimum(np.maximum(floored, lo), hi)
+            clipped[name] = {"low": int(np.count_nonzero(value > raw)),
+                             "high": int(np.count_nonzero(value < raw))}
+            out[name] = value
+        return Detuning(replace(self, **out), clipped)
 
     # ------------------------------------------------------------------ files and keys
     def to_dict(self) -> dict[str, Any]:
@@ -169,3 +209,17 @@ class Targets:
         """Stable hash of the targets (cache key part)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Detuning:
+    """Targets.detuning's result: the targets and, per detuned name, the circuits clipped at the
+    low end (factor floor, range bottom, threshold's minimum gap above the leak) and the high end
+    (range top): {"threshold": {"low": 14, "high": 8}, ...}."""
+
+    targets: Targets
+    clipped: dict[str, dict[str, int]]
+
+    @property
+    def total_clipped(self) -> int:
+        return sum(c["low"] + c["high"] for c in self.clipped.values())

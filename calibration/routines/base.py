@@ -88,34 +88,51 @@ def run_alone(routine: Routine, board: Any, targets: Targets | None,
 
 
 def check_reach(name: str, sr: SearchResult, unit: str, clamp: bool,
-                rows: Sequence[str] = ()) -> np.ndarray:
+                rows: Sequence[str] = (), tolerance: float | None = None) -> np.ndarray:
     """Neurons whose target no code reaches: CalibrationError naming them and their reachable
     range, or (clamp=True) a CalibrationWarning listing them; returns their indices (flat).
-    rows: names of the rows of a stacked [k, 512] search (e.g. exc, inh)."""
-    bad = np.flatnonzero(sr.unreachable.reshape(-1))
+    rows: names of the rows of a stacked [k, 512] search (e.g. exc, inh).
+    tolerance: also report the neurons whose final value is further than this from the target,
+    or not measured (NaN, +-inf), although the search did not end at a range end: a target the
+    measurement could not see is never passed off as calibrated."""
+    unreachable = sr.unreachable.reshape(-1)
+    missed = np.zeros_like(unreachable)
+    if tolerance is not None:
+        with np.errstate(invalid="ignore"):
+            missed = ~(np.abs(sr.values - sr.target).reshape(-1) <= tolerance) & ~unreachable
+    bad = np.flatnonzero(unreachable | missed)
     if bad.size == 0:
         return bad
-    tgt = sr.target.reshape(-1)[bad]
-    lo = sr.range_lo.reshape(-1)[bad]
-    hi = sr.range_hi.reshape(-1)[bad]
-    got = sr.values.reshape(-1)[bad]
 
     def who(i: int) -> str:
         n = str(int(i % N_NEURONS))
         return f"{rows[i // N_NEURONS]} {n}" if rows else n
 
-    shown = "; ".join(
-        f"{who(i)}: target {t:.3g} {unit}, reaches {_fmt_range(a, b, g, t)}"
-        for i, t, a, b, g in zip(bad[:10], tgt, lo, hi, got, strict=False))
-    more = f" and {bad.size - 10} more" if bad.size > 10 else ""
-    msg = (f"{name}: target out of reach for {bad.size} neuron(s) ({shown}{more}); "
-           "choose targets inside the reachable range")
+    def listing(idx: np.ndarray, what: Any) -> str:
+        shown = "; ".join(what(i) for i in idx[:10])
+        return shown + (f" and {idx.size - 10} more" if idx.size > 10 else "")
+
+    tgt = sr.target.reshape(-1)
+    lo, hi = sr.range_lo.reshape(-1), sr.range_hi.reshape(-1)
+    got = sr.values.reshape(-1)
+    parts = []
+    out = np.flatnonzero(unreachable)
+    if out.size:
+        parts.append(f"target out of reach for {out.size} neuron(s) (" + listing(
+            out, lambda i: f"{who(i)}: target {tgt[i]:.3g} {unit}, reaches "
+                           f"{_fmt_range(lo[i], hi[i], got[i], tgt[i])}") + ")")
+    off = np.flatnonzero(missed)
+    if off.size:
+        parts.append(f"target missed by more than {tolerance:g} {unit} for {off.size} neuron(s) ("
+                     + listing(off, lambda i: f"{who(i)}: target {tgt[i]:.3g} {unit}, measured "
+                                              f"{got[i]:.3g}") + ")")
+    msg = f"{name}: " + "; ".join(parts)
     if not clamp:
-        err = CalibrationError(msg)
+        err = CalibrationError(msg + "; choose targets inside the reachable range")
         err.neurons = bad % N_NEURONS
         raise err
-    warnings.warn(msg.replace("choose targets inside the reachable range",
-                              "clamped to the nearest reachable code"), CalibrationWarning,
+    closest = " (missed: the closest code found)" if off.size else ""
+    warnings.warn(msg + f"; clamped to the nearest reachable code{closest}", CalibrationWarning,
                   stacklevel=3)
     return bad
 

@@ -1,10 +1,17 @@
 """Spike threshold (V_THRESHOLD) to a target in CADC units.
 
 Measurement, in two parts:
-1. Trajectory (once): fire off, leak placed ~50 LSB below the target, an offset current (sized
+1. Trajectory (once): fire off, leak placed ~70 LSB below the target, an offset current (sized
    per neuron from a first look) drives the membrane up towards ~80 LSB above the target along
-   V(t) = V_inf + A exp(-t / tau_mem). A fit of the CADC trace (all neurons at once) gives each
-   neuron's V(t) with sub-LSB precision.
+   V(t) = V_inf + A exp(-t / tau). A fit of the CADC trace (all neurons at once) gives each
+   neuron's V(t) with sub-LSB precision. The membrane is slowed for this (I_BIAS_LEAK lowered):
+   the step an offset current I can make is I tau / C, and the offset cell's full scale
+   (150 nA) moves a membrane of tau = 1 us by only ~20 LSB, so a fast neuron's trajectory would
+   stop short of its threshold (it never spikes: the search saw +inf and ended off target, e.g.
+   a target 90 LSB read 75 on a 1.5 us neuron at sigma_d = 50 %). Every trajectory therefore
+   gets tau = TAU_FACTOR x max(its tau_mem target, the median target): ~2x its own, and fast
+   neurons as slow as the median's (the threshold comparator does not care how fast the
+   membrane moves; one CADC schedule then samples every neuron's rise well).
 2. Crossing (each search step): the same configuration with fire on and a refractory time longer
    than the episode: every neuron spikes once, when V(t) crosses its threshold. The spike time
    t* (8 ns resolution) gives threshold = V(t*), averaged over repeats.
@@ -12,6 +19,8 @@ The threshold cell is linear in the code: ModelSearch, 3-4 crossing programs. Te
 noise makes the first crossing come slightly early (the noise peak crosses first): a bias of a
 fraction of an LSB, the same for all neurons, so it does not add spread. A neuron that spikes at
 t = 0 (threshold below its leak) reads -inf, one that never spikes +inf (outside the window).
+Neurons that end further than TOLERANCE_LSB from their target (or unmeasured) are reported as
+out of reach: CalibrationError, or with clamp=True a CalibrationWarning and result.clamped.
 """
 
 from __future__ import annotations
@@ -45,6 +54,24 @@ REPEATS = 3
 FINAL_REPEATS = 8
 HOLD_COUNT, HOLD_CLOCK = 255, 15
 EARLY_US = 0.05  # a first spike this early means: threshold at or below the leak potential
+TOLERANCE_LSB = 3.0  # a final value further off (or unmeasured) is reported like an unreachable one
+
+
+def trajectory_tau(targets: Targets) -> np.ndarray:
+    """[512] time constant (us) each neuron's trajectory is slowed to: TAU_FACTOR x its tau_mem
+    target, but at least TAU_FACTOR x the median target (module doc: a fast membrane's offset
+    step I tau / C would not reach its threshold)."""
+    tau = targets.per_neuron("tau_mem")
+    return TAU_FACTOR * np.maximum(tau, float(np.median(tau)))
+
+
+def leak_bias_shift(targets: Targets) -> np.ndarray:
+    """[512] I_BIAS_LEAK codes to subtract from the calibrated ones for trajectory_tau: the fixed
+    TAU_SHIFT_CODES (~2x) plus, for neurons faster than the median, the nominal codes of the
+    remaining factor (log-linear cell)."""
+    tau = targets.per_neuron("tau_mem")
+    extra = np.log(np.maximum(float(np.median(tau)) / tau, 1.0))
+    return TAU_SHIFT_CODES + np.rint(extra / nominal.log_tau_per_code(nominal.TAU_MEM_RANGE_US))
 
 
 def prepare_trajectory(session: Session, targets: Targets, leak_slope: np.ndarray | None = None
@@ -65,9 +92,9 @@ def prepare_trajectory(session: Session, targets: Targets, leak_slope: np.ndarra
     shift = low - targets.per_neuron("leak")
     caps[NeuronCell.V_LEAK] = np.clip(caps[NeuronCell.V_LEAK] + np.rint(shift / slope), 0,
                                       CAPMEM_MAX)
-    caps[NeuronCell.I_BIAS_LEAK] = np.clip(caps[NeuronCell.I_BIAS_LEAK] - TAU_SHIFT_CODES, 0,
-                                           CAPMEM_MAX)
-    tau = targets.per_neuron("tau_mem") * TAU_FACTOR
+    tau = trajectory_tau(targets)
+    caps[NeuronCell.I_BIAS_LEAK] = np.clip(caps[NeuronCell.I_BIAS_LEAK]
+                                           - leak_bias_shift(targets), 0, CAPMEM_MAX)
     step_want = high - low
     caps[NeuronCell.I_OFFSET] = offset_code(tau, step_want)
     nrn = cfg.neurons
@@ -119,10 +146,12 @@ class ThresholdRoutine(Routine):
     requires = ("cadc_offset", "leak", "tau_mem")
 
     def __init__(self, *, clamp: bool = False, search: Any = None,
-                 leak_slope: np.ndarray | None = None) -> None:
+                 leak_slope: np.ndarray | None = None,
+                 tolerance: float = TOLERANCE_LSB) -> None:
         super().__init__(clamp=clamp)
         self.search = search
         self.leak_slope = leak_slope
+        self.tolerance = tolerance
 
     def run(self, session: Session, targets: Targets) -> list[ParameterResult]:
         target = targets.per_neuron("threshold")
@@ -135,7 +164,7 @@ class ThresholdRoutine(Routine):
             sr = search.search(
                 lambda c, r: measure_threshold(session, cfg, traj, duration, c, r), target,
                 increasing=True, start=start)
-        clamped = check_reach("threshold", sr, "LSB", self.clamp)
+        clamped = check_reach("threshold", sr, "LSB", self.clamp, tolerance=self.tolerance)
         session.config.neuron_capmem[NeuronCell.V_THRESHOLD] = sr.codes
         return [ParameterResult("threshold", target, sr.codes, sr.history[0][1], sr.values,
                                 clamped=clamped)]
