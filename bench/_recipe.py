@@ -73,8 +73,8 @@ def network(args: argparse.Namespace, data: Digits) -> Any:
 
 
 def loss_of(args: argparse.Namespace, net: Any) -> PNASLoss:
-    """The recipe's loss; args.readout_penalty / readout_bound (not tools.train options, 0 if
-    unset) add PNASLoss's readout amplitude penalty."""
+    """The recipe's loss; args.readout_penalty / readout_bound (tools.train's --readout-penalty
+    / --readout-bound) add PNASLoss's readout amplitude penalty."""
     return PNASLoss(readout_scale=args.readout_scale, rho=args.rho, l2=args.l2,
                     readout_penalty=getattr(args, "readout_penalty", 0.0),
                     readout_bound=getattr(args, "readout_bound", 0.0), weights=net.weights())
@@ -86,7 +86,8 @@ def fit(net: Any, args: argparse.Namespace, data: Digits, *, epochs: int | None 
     config = TrainConfig(epochs=args.epochs if epochs is None else epochs,
                          lr=args.lr if lr is None else lr, lr_decay=args.lr_decay,
                          batch_size=args.batch_size, seed=args.seed,
-                         max_batches=args.max_batches, threads=args.threads)
+                         max_batches=args.max_batches, threads=args.threads,
+                         schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup)
     train_set = train_tool.InputDropout(data.train, args.input_dropout) \
         if args.input_dropout else data.train
     t0 = time.perf_counter()

@@ -44,7 +44,7 @@ def test_robustness_tiny_run_json_and_block(tmp_path: Path,
     assert row["sigma"] == pytest.approx(0.1) and row["seed"] == 0
     for key in ("in_the_loop", "sim_deployed"):
         assert 0.0 <= row[key] <= 1.0
-    assert {"clamped", "clamped_detuned", "targets_adjusted", "spread", "calibration_seconds",
+    assert {"clamped", "clamped_detuned", "targets_clipped", "spread", "calibration_seconds",
             "train_seconds"} <= set(row)
     assert 0.05 < row["spread"]["tau_mem"]["measured"] < 0.15  # the detuning reached the chip
     per, = obj["summary"]["per_sigma"]
@@ -102,29 +102,27 @@ def test_transfer_tiny_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_detuned_targets_are_targets_detuned_where_valid() -> None:
-    t, adjusted = robustness.detuned_targets(0.3, 1)
+    t, clipped = robustness.detuned_targets(0.3, 1)
     ref = training_targets().detuned(0.3, seed=1)
-    assert adjusted == {"threshold_clipped_high": 0, "threshold_raised_low": 0}
+    assert clipped["threshold"] == {"low": 0, "high": 0}  # only 2 tau factors at their 0.1 floor
+    assert sum(c["low"] + c["high"] for c in clipped.values()) == 2
     for name in robustness.DETUNED:
         assert np.array_equal(t.per_neuron(name), ref.per_neuron(name))
 
 
-def test_detuned_targets_move_unusable_thresholds_into_range() -> None:
-    with pytest.raises(ConfigError):  # why the bench needs its own draw at 50 %
-        training_targets().detuned(0.5, seed=1)
-    t, adjusted = robustness.detuned_targets(0.5, 1, min_gap=10.0)
-    assert adjusted["threshold_clipped_high"] > 0 and adjusted["threshold_raised_low"] > 0
+def test_detuned_targets_at_50_percent_are_clipped_by_the_library() -> None:
+    t, clipped = robustness.detuned_targets(0.5, 1, min_gap=10.0)
+    assert t.key() == training_targets().detuned(0.5, seed=1).key()  # no capping of its own
+    assert clipped["threshold"]["high"] > 0 and clipped["threshold"]["low"] > 0
     thr = t.per_neuron("threshold")
-    assert thr.max() == robustness.THRESHOLD_MAX and thr.min() == pytest.approx(90.0)
-    ref = training_targets().detuned(0.5, seed=1, names=("tau_mem", "tau_syn_exc", "tau_syn_inh"))
-    assert np.array_equal(t.per_neuron("tau_mem"), ref.per_neuron("tau_mem"))
+    assert thr.max() == 230.0 and thr.min() == pytest.approx(90.0)
     assert np.std(thr - 80.0) / 70.0 > 0.4  # still a 50 % spread, only its tails moved
 
 
 def test_summary_criteria() -> None:
     def row(sigma: float, loop: float, sim: float) -> dict:
         return {"sigma": sigma, "in_the_loop": loop, "sim_deployed": sim, "clamped_detuned": 0,
-                "clamped": {}, "targets_adjusted": {}, "spread": {}}
+                "clamped": {}, "targets_clipped": {}, "spread": {}}
     rows = [row(0.0, 0.97, 0.97), row(0.1, 0.965, 0.95), row(0.3, 0.96, 0.85)]
     c = robustness.summarise(rows, [0.0, 0.1, 0.3])["criteria"]
     assert c == {"in_the_loop_within_2pct_up_to_30": True,
