@@ -37,9 +37,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "digits": {"input_code": "onoff", "rho": 1e-3, "input_dropout": 0.1, "lr_decay": 0.05,
                "flip": 0.0, "shift": 0},
     "fashion-mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0, "lr_decay": 0.03,
-                      "flip": 0.5, "shift": 1},
+                      "flip": 0.0, "shift": 0},
     "mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0, "lr_decay": 0.03,
-              "flip": 0.0, "shift": 1},
+              "flip": 0.0, "shift": 0},
 }
 WEAK_STRENGTH_LSB = 10.0  # below this a calibration's synapses are weak for the PNAS model
 
@@ -375,10 +375,10 @@ def parser() -> argparse.ArgumentParser:
            "for digits, else 0)")
     a("--flip", type=float, default=None,
       help="augmentation: mirror each training image left-right with this probability "
-           "(default 0.5 for fashion-mnist, else 0)")
+           "(default 0)")
     a("--shift", type=int, default=None,
       help="augmentation: translate each training image by up to this many pixels "
-           "(default 1 for fashion-mnist, else 0)")
+           "(default 0)")
     a("--init-gain", type=float, default=0.4,
       help="factor on the hidden layer's initial weights (default 0.4: few of them start at "
            "the chip's +-63 limit)")
