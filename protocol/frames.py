@@ -12,6 +12,11 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+try:  # ISA-L's CRC-32 (PCLMUL): the same values as zlib's, ~10x faster on megabyte traces
+    from isal.isal_zlib import crc32 as _crc32
+except ImportError:  # pragma: no cover - optional speed-up
+    _crc32 = zlib.crc32
+
 from protocol.errors import CRCError, FrameError
 from protocol.wire import (
     FRAME_CRC_SIZE,
@@ -55,6 +60,12 @@ def _check_field(name: str, value: int, limit: int) -> None:
 
 def encode_frame(frame: Frame) -> bytes:
     """Wire bytes of `frame` (header, payload, CRC). Raises FrameError on out-of-range fields."""
+    return b"".join(encode_frame_parts(frame))
+
+
+def encode_frame_parts(frame: Frame) -> tuple[bytes, bytes | memoryview, bytes]:
+    """(header, payload, CRC trailer) of encode_frame, not yet joined: a sender of many frames
+    joins all of them at once (one copy of the payloads instead of two)."""
     if int(frame.type) not in _TYPES:
         raise FrameError("unknown frame type", expected=sorted(_TYPES), got=frame.type)
     _check_field("channel", frame.channel, 256)
@@ -84,8 +95,8 @@ def encode_frame(frame: Frame) -> bytes:
         frame.window,
         n,
     )
-    crc = zlib.crc32(frame.payload, zlib.crc32(head))
-    return b"".join((head, frame.payload, _CRC.pack(crc)))
+    crc = _crc32(frame.payload, _crc32(head))
+    return head, frame.payload, _CRC.pack(crc)
 
 
 def _header_problem(fields: tuple[int, ...]) -> tuple[str, object, object] | None:
@@ -132,7 +143,7 @@ def decode_frame(data: bytes) -> Frame:
         raise FrameError("frame size does not match its length field", offset=12,
                          expected=total, got=len(data))
     end = FRAME_HEADER_SIZE + length
-    want = zlib.crc32(memoryview(data)[:end])
+    want = _crc32(memoryview(data)[:end])
     (got,) = _CRC.unpack_from(data, end)
     if want != got:
         raise CRCError("frame CRC mismatch", offset=end, expected=want, got=got)
@@ -145,10 +156,15 @@ class FrameDecoder:
     It scans for the magic, checks the header for plausibility and the CRC over the whole frame.
     On a CRC failure it skips one byte only (not the claimed length), so good frames hidden behind
     a corrupted length field are still found. It never raises; bad input is counted instead.
+
+    views: frames found in a fed `bytes` object itself (nothing buffered before it) carry
+    read-only memoryview payloads into it instead of copies; the caller copies what it keeps
+    (protocol.link joins a message's fragments once). Off by default: payloads are bytes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, views: bool = False) -> None:
         self._buf = bytearray()
+        self._views = views
         self.garbage_bytes = 0
         self.crc_errors = 0
         self.frames = 0
@@ -179,8 +195,24 @@ class FrameDecoder:
         return self.feed(b"")
 
     def feed(self, data: bytes) -> list[Frame]:
+        if self._views and not self._buf and type(data) is bytes:
+            # scan the caller's immutable bytes in place: no copy into the buffer (megabyte
+            # traces), payloads are views; only an incomplete tail is buffered
+            out, pos = self._scan(data, memoryview(data))
+            if pos < len(data):
+                self._buf += memoryview(data)[pos:]
+            return out
         buf = self._buf
         buf += data
+        out, pos = self._scan(buf, None)
+        if pos:
+            del buf[:pos]
+        return out
+
+    def _scan(self, buf: bytes | bytearray, view: memoryview | None) -> tuple[list[Frame], int]:
+        """Frames in buf and the position up to which it is consumed. view: a memoryview of
+        an immutable buf (payloads become views of it); None: payloads are copied (a buffer
+        that changes afterwards)."""
         out: list[Frame] = []
         pos = 0
         n = len(buf)
@@ -204,12 +236,16 @@ class FrameDecoder:
             end = pos + FRAME_HEADER_SIZE + fields[-1]
             if n < end + FRAME_CRC_SIZE:
                 break
-            view = memoryview(buf)
-            try:
-                crc_ok = zlib.crc32(view[pos:end]) == _CRC.unpack_from(buf, end)[0]
-                payload = bytes(view[pos + FRAME_HEADER_SIZE : end]) if crc_ok else b""
-            finally:
-                view.release()
+            if view is not None:
+                crc_ok = _crc32(view[pos:end]) == _CRC.unpack_from(buf, end)[0]
+                payload = view[pos + FRAME_HEADER_SIZE : end] if crc_ok else b""
+            else:
+                tmp = memoryview(buf)
+                try:
+                    crc_ok = _crc32(tmp[pos:end]) == _CRC.unpack_from(buf, end)[0]
+                    payload = bytes(tmp[pos + FRAME_HEADER_SIZE : end]) if crc_ok else b""
+                finally:
+                    tmp.release()
             if not crc_ok:
                 self.crc_errors += 1
                 self.garbage_bytes += 1
@@ -218,6 +254,4 @@ class FrameDecoder:
             out.append(_make_frame(fields, payload))
             self.frames += 1
             pos = end + FRAME_CRC_SIZE
-        if pos:
-            del buf[:pos]
-        return out
+        return out, pos

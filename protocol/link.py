@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from protocol.errors import ConfigError, LinkError
-from protocol.frames import Frame, FrameDecoder, encode_frame
+from protocol.frames import Frame, FrameDecoder, encode_frame_parts
 from protocol.wire import FRAME_MAX_PAYLOAD, SEQ_MODULUS, FrameFlag, FrameType
 
 _M = SEQ_MODULUS
@@ -116,7 +116,7 @@ class Link:
         self.max_message = int(max_message)
         self.stall_timeout = 4 * rto  # a partial frame older than this is abandoned
         self.stats = LinkStats()
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(views=True)  # payloads copied once, in _deliver
         self._state = LinkState.ESTABLISHED
         self._my_nonce = b""  # nonce of our own connect()
         self._peer_nonce: bytes | None = None  # nonce of the last SYN we accepted
@@ -206,13 +206,14 @@ class Link:
         self.stats.messages_sent += 1
         self._now = now
 
-    def _emit(self, out: list[bytes], frame: Frame) -> None:
-        raw = encode_frame(frame)
-        out.append(raw)
+    def _emit(self, out: list[bytes | memoryview], frame: Frame) -> None:
+        # header, payload, trailer: poll() joins all frames at once (one copy of the payloads)
+        parts = encode_frame_parts(frame)
+        out.extend(parts)
         self.stats.frames_sent += 1
-        self.stats.bytes_sent += len(raw)
+        self.stats.bytes_sent += len(parts[0]) + len(parts[1]) + len(parts[2])
 
-    def _emit_data(self, out: list[bytes], seq: int, o: _Outgoing) -> None:
+    def _emit_data(self, out: list[bytes | memoryview], seq: int, o: _Outgoing) -> None:
         self._emit(
             out,
             Frame(FrameType.DATA, o.channel, o.flags, seq, self._expected, self.window, o.payload),
@@ -226,7 +227,7 @@ class Link:
         Raises LinkError when a frame (or SYN) was retransmitted max_retries times unanswered.
         """
         self._now = now
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         for nonce in self._syn_acks:
             self._emit(out, Frame(FrameType.SYN_ACK, window=self.window, payload=nonce))
         self._syn_acks.clear()
@@ -276,7 +277,7 @@ class Link:
             self._emit_ack(out)
         return b"".join(out)
 
-    def _emit_ack(self, out: list[bytes]) -> None:
+    def _emit_ack(self, out: list[bytes | memoryview]) -> None:
         self._emit(out, Frame(FrameType.ACK, ack=self._expected, window=self.window))
         self.stats.acks_sent += 1
         self._ack_due = None
@@ -354,12 +355,13 @@ class Link:
         self.stats.frames_received += 1
         ftype = f.type
         if ftype is FrameType.SYN:
-            if f.payload != self._peer_nonce:  # a new session; a repeated SYN only re-answers
+            nonce = bytes(f.payload)
+            if nonce != self._peer_nonce:  # a new session; a repeated SYN only re-answers
                 self._reset()
-                self._peer_nonce = f.payload
+                self._peer_nonce = nonce
                 self.stats.resets += 1
             self._peer_window = max(1, f.window)
-            self._syn_acks.append(f.payload)
+            self._syn_acks.append(nonce)
             return
         if ftype is FrameType.SYN_ACK:
             if self._state is LinkState.SYN_SENT and f.payload == self._my_nonce:
@@ -447,8 +449,8 @@ class Link:
         if eom:
             parts = self._parts.pop(ch, None)
             self._part_bytes.pop(ch, None)
-            if parts is None:
-                messages.append((ch, f.payload))
+            if parts is None:  # (the decoder's payloads may be views of the received bytes)
+                messages.append((ch, bytes(f.payload)))
             else:
                 parts.append(f.payload)
                 messages.append((ch, b"".join(parts)))

@@ -8,8 +8,9 @@ import zlib
 
 import pytest
 
+from protocol import frames as frames_mod
 from protocol.errors import CRCError, FrameError
-from protocol.frames import Frame, FrameDecoder, decode_frame, encode_frame
+from protocol.frames import Frame, FrameDecoder, decode_frame, encode_frame, encode_frame_parts
 from protocol.wire import FRAME_MAX_PAYLOAD, FrameType
 
 
@@ -74,11 +75,12 @@ def test_strict_decode_errors_carry_offsets():
         decode_frame(bytes(raw) + b"\x00")
 
 
-def test_stream_decoder_any_chunking():
+@pytest.mark.parametrize("views", [False, True])
+def test_stream_decoder_any_chunking(views):
     frames = _frames(200)
     stream = b"".join(encode_frame(f) for f in frames)
     rng = random.Random(5)
-    dec = FrameDecoder()
+    dec = FrameDecoder(views=views)
     got = []
     i = 0
     while i < len(stream):
@@ -90,7 +92,8 @@ def test_stream_decoder_any_chunking():
     assert dec.buffered == 0
 
 
-def test_resync_after_garbage_and_corruption():
+@pytest.mark.parametrize("views", [False, True])
+def test_resync_after_garbage_and_corruption(views):
     frames = _frames(300, seed=2)
     rng = random.Random(9)
     stream = bytearray()
@@ -107,7 +110,7 @@ def test_resync_after_garbage_and_corruption():
         else:
             expected.append(f)
         stream += raw
-    dec = FrameDecoder()
+    dec = FrameDecoder(views=views)
     got = []
     for i in range(0, len(stream), 1000):
         got += dec.feed(bytes(stream[i : i + 1000]))
@@ -119,11 +122,12 @@ def test_resync_after_garbage_and_corruption():
     assert dec.garbage_bytes > 0
 
 
-def test_corrupted_length_recovers_with_skip_pending():
+@pytest.mark.parametrize("views", [False, True])
+def test_corrupted_length_recovers_with_skip_pending(views):
     good = _frames(5, seed=3)
     raw0 = bytearray(encode_frame(good[0]))
     struct.pack_into("<I", raw0, 12, 60000)  # claims 60000 bytes
-    dec = FrameDecoder()
+    dec = FrameDecoder(views=views)
     got = dec.feed(bytes(raw0) + b"".join(encode_frame(f) for f in good[1:]))
     assert got == [] and dec.pending_frame
     got = dec.skip_pending()
@@ -131,12 +135,13 @@ def test_corrupted_length_recovers_with_skip_pending():
     assert not dec.pending_frame
 
 
-def test_crc_error_counts_and_next_frame_found():
+@pytest.mark.parametrize("views", [False, True])
+def test_crc_error_counts_and_next_frame_found(views):
     a, b = _frames(2, seed=4)
     ra = bytearray(encode_frame(a))
     ra[20] ^= 0x80 if len(ra) > 24 else 0
     ra[-1] ^= 0x01
-    dec = FrameDecoder()
+    dec = FrameDecoder(views=views)
     assert dec.feed(bytes(ra) + encode_frame(b)) == [b]
     assert dec.crc_errors == 1
 
@@ -144,3 +149,39 @@ def test_crc_error_counts_and_next_frame_found():
 def test_golden_crc_matches_zlib():
     raw = encode_frame(Frame(FrameType.ACK, ack=5, window=64))
     assert struct.unpack("<I", raw[-4:])[0] == zlib.crc32(raw[:-4])
+
+
+def test_crc_matches_zlib_on_any_data():
+    # protocol.frames may use ISA-L's CRC-32: it must give zlib's values (golden vectors)
+    rng = random.Random(11)
+    for n in (0, 1, 7, 15, 16, 17, 64, 255, 4096, 65536 + 3, 300_000):
+        data = rng.randbytes(n)
+        start = rng.randrange(1 << 32)
+        assert frames_mod._crc32(data) == zlib.crc32(data)
+        assert frames_mod._crc32(data, start) == zlib.crc32(data, start)
+        assert frames_mod._crc32(memoryview(data)[1:]) == zlib.crc32(data[1:])
+
+
+def test_encode_parts_join_to_the_frame():
+    for f in _frames(20, seed=6):
+        head, payload, crc = encode_frame_parts(f)
+        assert head + bytes(payload) + crc == encode_frame(f)
+        assert len(head) == 16 and len(crc) == 4
+
+
+def test_view_decoder_payloads_are_views_of_immutable_input_only():
+    frames = _frames(30, seed=7)
+    stream = b"".join(encode_frame(f) for f in frames)
+    dec = FrameDecoder(views=True)
+    cut = len(stream) - 10  # the last frame arrives in two pieces: its head is buffered
+    got = dec.feed(stream[:cut])
+    assert all(isinstance(f.payload, memoryview) and f.payload.readonly for f in got)
+    assert dec.buffered > 0
+    tail = dec.feed(stream[cut:])  # buffered bytes joined: the payload is a copy
+    assert [type(f.payload) for f in tail] == [bytes]
+    assert got + tail == frames and dec.buffered == 0
+    dec = FrameDecoder(views=True)
+    got = dec.feed(bytearray(stream))  # mutable input is never viewed
+    assert got == frames and all(type(f.payload) is bytes for f in got)
+    plain = FrameDecoder().feed(stream)
+    assert plain == frames and all(type(f.payload) is bytes for f in plain)

@@ -501,3 +501,19 @@ def test_read_only_views_go_out_uncopied_and_writable_buffers_are_copied():
     buf[:3] = b"xyz"  # changed after send: the link sent its own copy
     _, got_b, _ = run_pair(a, b, ab, ba, lambda ga, gb: len(gb) == 2)
     assert got_b == [(1, ro), (2, b"abc" * 10)]
+
+
+def test_delivered_messages_are_bytes_and_the_wire_unchanged():
+    # the receiving decoder hands out views of the wire bytes: each message is copied once,
+    # into bytes (one frame or many), and the sender's joined frames match encode_frame's
+    a, b = Link(max_payload=1000), Link(max_payload=1000)
+    big = bytes(range(256)) * 20  # 5 frames
+    a.send(3, big, 0.0)
+    a.send(4, b"small", 0.0)
+    a.send(5, memoryview(big).toreadonly()[:700], 0.0)
+    wire = a.poll(0.0)
+    frames = FrameDecoder().feed(wire)
+    assert b"".join(encode_frame(f) for f in frames) == wire
+    got = b.receive(wire, 0.0)
+    assert got == [(3, big), (4, b"small"), (5, big[:700])]
+    assert all(type(m) is bytes for _, m in got)
