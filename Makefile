@@ -35,8 +35,11 @@ lint: venv
 test: venv data lint
 	$(PY) -m pytest -q
 
+# speed benches (JSON, each against its baseline in the same run); the accuracy experiments
+# (bench/robustness.py, bench/transfer.py, bench/transfer_checkpoint.py) run minutes to an
+# hour each and write docs/results.md: run them by hand (docs/results.md has the commands)
 bench: venv data
-	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in bench/codec.py bench/emulator.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
