@@ -886,10 +886,10 @@ def _count_le(ref_e: np.ndarray, ref_seq: np.ndarray, e: np.ndarray, seq: np.nda
 def _put_cadc(out: np.ndarray, at: np.ndarray, samples: np.ndarray, rows: np.ndarray) -> None:
     """out[at[r]:at[r] + CADC_DATA_WORDS] = the CADC_DATA words of samples[rows[r]]."""
     if exec_kernels.use() and sys.byteorder == "little" and CADC_SAMPLES_PER_WORD == 7:
-        # straight into the trace's bytes
-        exec_kernels.cadc_blocks(out.view(np.uint8), np.ascontiguousarray(at, np.int64),
-                                 samples, np.ascontiguousarray(rows, np.int64),
-                                 np.uint8(Rec.CADC_DATA))
+        # straight into the trace's words
+        exec_kernels.cadc_blocks(out, np.ascontiguousarray(at, np.int64),
+                                 np.ascontiguousarray(samples),
+                                 np.ascontiguousarray(rows, np.int64), np.uint8(Rec.CADC_DATA))
         return
     out[at[:, None] + np.arange(CADC_DATA_WORDS)] = _pack_cadc(samples[rows])
 
