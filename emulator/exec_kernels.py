@@ -100,6 +100,26 @@ def cadc_blocks(out, at, samples, rows, head):  # noqa: ANN001, ANN201
             out[base + k] = w
 
 
+@_jit
+def spikes(op, w, n_of):  # noqa: ANN001, ANN201
+    """The spikes of SPIKE1..4 words: (position of the issuing word, 14-bit label) of each, in
+    program order, label k of a word at bits 42 - 14 k (executor._stimuli's numpy twin).
+    n_of[opcode]: spikes a word of that opcode carries (0: none)."""
+    total = 0
+    for i in range(op.shape[0]):
+        total += n_of[op[i]]
+    frm = np.empty(total, np.int64)
+    lab = np.empty(total, np.uint16)
+    m = 0
+    for i in range(op.shape[0]):
+        c = n_of[op[i]]
+        for k in range(c):
+            frm[m] = i
+            lab[m] = np.uint16((w[i] >> np.uint64(42 - 14 * k)) & np.uint64(0x3FFF))
+            m += 1
+    return frm, lab
+
+
 def use() -> bool:
     """Whether the executor takes these kernels (tests switch them off to run the twins)."""
     return AVAILABLE and ENABLED

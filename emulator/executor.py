@@ -275,8 +275,8 @@ class _Run:
         """Elapsed time (i64 ticks, monotone, ignores TIMER_RESET) at which each instruction
         executes, segment offsets of TIMER_RESETs, ADC sample schedules and TIME_IN_PAST errors."""
         I = self.I
-        op = self.op[I]
-        w = self.words[I]
+        op = self.op_i
+        w = self.w_i
         n = I.size
         is_wait = op == Instr.WAIT_UNTIL
         is_reset = op == Instr.TIMER_RESET
@@ -332,8 +332,8 @@ class _Run:
         pos, val = self._writes_to(MADC_CONFIG_ADDR)
         ok = (val & ~MADC_VALID_MASK) == 0
         pos, val = pos[ok], val[ok]
-        resets = self.I[(self.op[self.I] == Instr.SYSTEM)
-                        & ((self.words[self.I] & _U64(0xFF)) == SystemOp.CHIP_RESET)]
+        resets = self.I[(self.op_i == Instr.SYSTEM)
+                        & ((self.w_i & _U64(0xFF)) == SystemOp.CHIP_RESET)]
         pos = np.concatenate([pos, resets])
         val = np.concatenate([val, np.zeros(resets.size, np.int64)])
         order = np.argsort(pos, kind="stable")
@@ -345,8 +345,8 @@ class _Run:
     def _writes_to(self, addr: int) -> tuple[np.ndarray, np.ndarray]:
         """Word index of each write (WRITE/WRITE_BLOCK) of `addr` in the executed range, value."""
         I = self.I
-        op = self.op[I]
-        w = self.words[I]
+        op = self.op_i
+        w = self.w_i
         base = (w & _U64(M32)).astype(np.int64)
         cnt = np.where(op == Instr.WRITE, 1, ((w >> _U64(32)) & _U64(COUNT24)).astype(np.int64))
         hit = ((op == Instr.WRITE) | (op == Instr.WRITE_BLOCK)) & (base <= addr) & (
@@ -360,8 +360,8 @@ class _Run:
     def _elements(self) -> None:
         """Expand WRITE/WRITE_BLOCK/READ into per-word accesses in program order."""
         I = self.I
-        op = self.op[I]
-        w = self.words[I]
+        op = self.op_i
+        w = self.w_i
         end = self.end
         # writes: every DATA word in the executed range belongs to the instruction before it
         data_idx = np.flatnonzero(self.op[:end] == Instr.DATA)
@@ -451,18 +451,20 @@ class _Run:
     # ------------------------------------------------------------------ episodes
     def _stimuli(self) -> None:
         """Injected spikes and requested ADC samples: elapsed time, issuing instruction."""
-        I = self.I
-        op = self.op[I]
-        w = self.words[I]
-        nspk = _SPIKE_N[op]
-        si = np.flatnonzero(nspk)
-        cnt = nspk[si]
-        rep = np.repeat(si, cnt)
-        k = np.arange(rep.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        shift = (42 - 14 * k).astype(np.uint64)
+        op = self.op_i
+        w = self.w_i
+        if exec_kernels.use():  # one pass: count, then fill
+            rep, self.spk_label = exec_kernels.spikes(op, w, _SPIKE_N)
+        else:
+            nspk = _SPIKE_N[op]
+            si = np.flatnonzero(nspk)
+            cnt = nspk[si]
+            rep = np.repeat(si, cnt)
+            k = np.arange(rep.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            shift = (42 - 14 * k).astype(np.uint64)
+            self.spk_label = ((w[rep] >> shift) & _U64(LABEL_MASK)).astype(np.uint16)
         self.spk_from = rep  # position in I of the issuing instruction
         self.spk_time = self.e[rep]
-        self.spk_label = ((w[rep] >> shift) & _U64(LABEL_MASK)).astype(np.uint16)
         n_c = np.where(self.is_cs, self.cs_count, 0) + self.is_ct
         ci = np.flatnonzero(n_c)
         cc = n_c[ci]
@@ -492,7 +494,7 @@ class _Run:
         """Episode starts (elapsed) and program positions; an implicit first episode starts at
         the first timed instruction when events happen before any EPISODE_START."""
         I = self.I
-        op = self.op[I]
+        op = self.op_i
         es = np.flatnonzero(op == Instr.EPISODE_START)
         self.ep_start = self.e[es]
         self.ep_pos = I[es]
@@ -616,7 +618,7 @@ class _Run:
         rec = self.rec
         I = self.I
         e = self.e
-        op = self.op[I]
+        op = self.op_i
         pos_e = np.zeros(self.words.size + 1, np.int64)
         pos_e[I] = e
         # TIME_SYNC(0) at each TIMER_RESET
@@ -718,6 +720,9 @@ class _Run:
         self.core_runs = 0
         self.end, status, stop_err = self._validate()
         self.I = self.nd[self.nd < self.end]
+        # opcode and word of each executed instruction: gathered once, read by every pass
+        self.op_i = self.op[self.I]
+        self.w_i = self.words[self.I]
         self._times()
         self._elements()
         self._stimuli()

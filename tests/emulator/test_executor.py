@@ -20,7 +20,7 @@ from protocol import instructions as ins
 from protocol.addressmap import Block, CrossbarInput, CrossbarOutput, SystemReg, address
 from protocol.errors import DecodeError
 from protocol.records import decode_trace
-from protocol.wire import ErrorCode, Instr, Rec, SystemOp
+from protocol.wire import LABEL_MASK, ErrorCode, Instr, Rec, SystemOp
 
 SCRATCH = address(Block.SYSTEM, SystemReg.SCRATCH0)
 LOOP_NODE = address(Block.CROSSBAR, CrossbarInput.FPGA << 4 | CrossbarOutput.FPGA_RECORD)
@@ -583,6 +583,33 @@ def test_timing_kernel_and_numpy_twin_agree(prog) -> None:
             traces.append((ex.run(words), [b.cadc_time.tolist() for b in ex.core.batches]))
     assert traces[0] == traces[1]
     assert exec_kernels.AVAILABLE
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.lists(st.integers(0, LABEL_MASK), min_size=1,
+                                                          max_size=11)), max_size=20))
+def test_spike_kernel_and_numpy_twin_agree(groups) -> None:
+    from emulator import exec_kernels
+
+    parts = [ins.episode_start(0)]
+    t = 0
+    for dt, labels in groups:
+        t += dt
+        parts.append(ins.spikes(np.full(len(labels), t), np.array(labels)))
+    words = ins.program_bytes(ins.program(*parts, ins.halt()))
+    runs = []
+    for enabled in (True, False):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(exec_kernels, "ENABLED", enabled)
+            regs = RegisterFile(1)
+            ex = Executor(regs, FakeCore(regs))
+            trace = ex.run(words)
+            b = ex.core.batches[0] if ex.core.batches else None
+            runs.append((trace, None if b is None else (b.spike_time.tolist(),
+                                                          b.spike_label.tolist())))
+    assert runs[0] == runs[1]
+    if runs[0][1] is not None:
+        assert runs[0][1][1] == [lab for _, labels in groups for lab in labels]
 
 
 def test_cadc_blocks_kernel_equals_numpy_packing() -> None:
