@@ -33,10 +33,12 @@ __all__ = [
     "check_reach",
     "first_spike_times",
     "run_alone",
+    "tau_bands",
 ]
 
 CLIP_HI = 254.5  # mean CADC codes at or beyond these are treated as saturated
 CLIP_LO = 0.5
+BAND_RATIO = 4.0  # tau_bands: the longest target of a band is < this x its shortest
 
 
 class CalibrationWarning(UserWarning):
@@ -88,18 +90,21 @@ def run_alone(routine: Routine, board: Any, targets: Targets | None,
 
 
 def check_reach(name: str, sr: SearchResult, unit: str, clamp: bool,
-                rows: Sequence[str] = (), tolerance: float | None = None) -> np.ndarray:
+                rows: Sequence[str] = (), tolerance: float | None = None,
+                relative: bool = False) -> np.ndarray:
     """Neurons whose target no code reaches: CalibrationError naming them and their reachable
     range, or (clamp=True) a CalibrationWarning listing them; returns their indices (flat).
     rows: names of the rows of a stacked [k, 512] search (e.g. exc, inh).
     tolerance: also report the neurons whose final value is further than this from the target,
     or not measured (NaN, +-inf), although the search did not end at a range end: a target the
-    measurement could not see is never passed off as calibrated."""
+    measurement could not see is never passed off as calibrated.
+    relative: tolerance is a fraction of each target (time constants: 0.05 = 5 %)."""
     unreachable = sr.unreachable.reshape(-1)
     missed = np.zeros_like(unreachable)
     if tolerance is not None:
+        allowed = tolerance * np.abs(sr.target).reshape(-1) if relative else tolerance
         with np.errstate(invalid="ignore"):
-            missed = ~(np.abs(sr.values - sr.target).reshape(-1) <= tolerance) & ~unreachable
+            missed = ~(np.abs(sr.values - sr.target).reshape(-1) <= allowed) & ~unreachable
     bad = np.flatnonzero(unreachable | missed)
     if bad.size == 0:
         return bad
@@ -123,7 +128,8 @@ def check_reach(name: str, sr: SearchResult, unit: str, clamp: bool,
                            f"{_fmt_range(lo[i], hi[i], got[i], tgt[i])}") + ")")
     off = np.flatnonzero(missed)
     if off.size:
-        parts.append(f"target missed by more than {tolerance:g} {unit} for {off.size} neuron(s) ("
+        by = f"{100 * tolerance:g} %" if relative else f"{tolerance:g} {unit}"
+        parts.append(f"target missed by more than {by} for {off.size} neuron(s) ("
                      + listing(off, lambda i: f"{who(i)}: target {tgt[i]:.3g} {unit}, measured "
                                               f"{got[i]:.3g}") + ")")
     msg = f"{name}: " + "; ".join(parts)
@@ -143,6 +149,25 @@ def _fmt_range(a: float, b: float, got: float, target: float) -> str:
         return f"{min(ends):.3g}..{max(ends):.3g}"
     side = "at most" if target > got else "at least"
     return f"{side} {got:.3g}"
+
+
+def tau_bands(tau_target: np.ndarray, ratio: float = BAND_RATIO
+              ) -> list[tuple[np.ndarray, float, float]]:
+    """Group time-constant targets (any shape) into bands whose longest target is < ratio x
+    their shortest: [(mask, shortest, longest)], shortest band first. One CADC schedule cannot
+    serve 0.6 us and 17 us at once (its samples are ~1/6 of the shortest tau apart, its window
+    ~5 of the longest, and the sample count is bounded), so each band gets its own."""
+    t = np.asarray(tau_target, np.float64)
+    u = np.unique(t)
+    starts = [float(u[0])]
+    while (rest := u[u >= starts[-1] * ratio]).size:  # at most log_ratio(range) bands
+        starts.append(float(rest[0]))
+    band = np.searchsorted(np.asarray(starts), t, side="right") - 1
+    out = []
+    for b in range(len(starts)):
+        m = band == b
+        out.append((m, float(t[m].min()), float(t[m].max())))
+    return out
 
 
 # ---------------------------------------------------------------------- reductions
