@@ -25,7 +25,7 @@ from .compiled import (
     compile_chip,
     with_noise,
 )
-from .events import arrival, block_range, dense_jumps, event_jumps, source_groups
+from .events import arrival, arrival_np, block_range, dense_jumps, event_jumps, source_groups
 from .fast import EventStream, LayerSources
 from .mismatch import ChipMismatch, MismatchConfig
 from .noise import SALT_CADC, SALT_MADC, SALT_MEMBRANE, NoiseTable
@@ -60,6 +60,11 @@ class _Model:
     layer_params: list[TorchParams]
     has_rec: bool  # any on-chip event reaches a synapse
     fpga_cache: dict[int, tuple[torch.Tensor, bool]]
+    # per-model facts every run asks (each a torch reduction: computed once, not per batch)
+    layer_adex: list[bool]  # per layer: has AdEx neurons
+    layer_rec: list[bool]  # per layer: gets on-chip input
+    noisy: bool  # temporal membrane noise on
+    membrane_readout: bool  # every CADC channel reads a membrane
 
 
 @dataclass
@@ -161,7 +166,10 @@ class AnalogCore:
             layers = feedforward_layers(params)
             lp = [] if layers is None else [params.subset(ix) for ix in layers]
             has_rec = bool((params.rec != 0).any())
-            self._model = _Model(ver, chip, params, layers, lp, has_rec, {})
+            self._model = _Model(
+                ver, chip, params, layers, lp, has_rec, {}, [x.has_adex for x in lp],
+                [bool((x.rec != 0).any()) for x in lp], float(params.noise_step.abs().max()) > 0,
+                bool((chip.readout_source == int(ReadoutSource.MEMBRANE)).all()))
         return self._model
 
     def _fpga_rows(self, m: _Model, labels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -314,7 +322,7 @@ class AnalogCore:
         kern = self._kernel_layers(m)
         if kern and src.layers is None:
             src.layers = [fast.layer_sources(w_src, src.ranges, idx) for idx in m.layers]
-        if (not kern or any(lp.has_adex for lp in m.layer_params)) and src.groups is None:
+        if (not kern or any(m.layer_adex)) and src.groups is None:
             out = [source_groups(w_src, p.f_i, p.f_v, src.ranges)]
             for idx, lp in zip(m.layers or [], m.layer_params, strict=False):
                 out.append(source_groups(w_src[:, :, idx], lp.f_i, lp.f_v, src.ranges))
@@ -325,17 +333,17 @@ class AnalogCore:
                    t_steps: int, src: _Sources, ev: tuple[np.ndarray, ...],
                    cadc: np.ndarray, madc: np.ndarray, counts: np.ndarray,
                    spk_parts: list, workers: int = 1) -> None:
-        chip, p = m.chip, m.params
+        chip = m.chip
         dt, n_ep = chip.sim.dt_ticks, sel_ep.size
         local = np.full(b.n_episodes, -1, np.int64)
         local[sel_ep] = np.arange(n_ep)
         ev_row, ev_ep, ev_t = ev
         sel = np.flatnonzero(local[ev_ep] >= 0)
-        step, qbin = arrival(torch.from_numpy(ev_t[sel]), chip.sim.route_delay_ticks, dt)
-        ok = (step < t_steps).numpy()
-        ext = (step.numpy()[ok], local[ev_ep[sel]][ok], ev_row[sel][ok], qbin.numpy()[ok])
+        step, qbin = arrival_np(ev_t[sel], chip.sim.route_delay_ticks, dt)
+        ok = step < t_steps
+        ext = (step[ok], local[ev_ep[sel]][ok], ev_row[sel][ok], qbin[ok])
         starts = None
-        if float(p.noise_step.abs().max()) > 0:
+        if m.noisy:
             starts = self.noise.offsets(SALT_MEMBRANE, b.noise_key, ids[sel_ep][None, :],
                                         np.arange(t_steps)[:, None])  # [T, E]
         keep_syn, keep_ad = self._needs(chip, b)
@@ -403,8 +411,7 @@ class AnalogCore:
         req = np.flatnonzero(local[b.cadc_episode] >= 0)
         if (req.size == 0 or self.capture is not None
                 or bool((local[b.madc_episode] >= 0).any())
-                or any(lp.has_adex for lp in m.layer_params)
-                or not (chip.readout_source == int(ReadoutSource.MEMBRANE)).all()):
+                or any(m.layer_adex) or not m.membrane_readout):
             return None
         t = b.cadc_time[req]
         if int(t.max()) // chip.sim.dt_ticks >= t_steps:
@@ -426,7 +433,7 @@ class AnalogCore:
         stream = ep_sorted = noise = None
         for li, (idx, lp) in enumerate(zip(m.layers, m.layer_params, strict=True)):
             pre_ev = None
-            if sp_e and bool((lp.rec != 0).any()):
+            if sp_e and m.layer_rec[li]:
                 e_a, n_a, t_a = torch.cat(sp_e), torch.cat(sp_n), torch.cat(sp_t)
                 k_a = torch.cat(sp_k)
                 # the order the general path adds them in: emission step, episode, neuron
@@ -435,7 +442,8 @@ class AnalogCore:
                 a_step, a_q = arrival(to_ticks(t_a, dt), delay, dt)
                 ok = a_step < t_steps
                 pre_ev = (e_a[ok], n_a[ok], a_step[ok], a_q[ok])
-            if kern and not lp.has_adex:
+            adex = m.layer_adex[li]
+            if kern and not adex:
                 if stream is None:
                     n_groups = int(src.rank.max(initial=-1)) + 2  # rank -1: no group
                     stream = EventStream.build(ext[1], ext[0], ext[2], ext[3], n_ep, t_steps,
@@ -471,9 +479,9 @@ class AnalogCore:
                 if starts is not None and noise is None:
                     noise = self._dense_noise(m, starts, n_ep, t_steps)
                 nz = None if noise is None else _columns(noise, idx)
-                out = run_layer(lp, events, pre, nz, n_ep, t_steps, spikes_in_loop=lp.has_adex,
+                out = run_layer(lp, events, pre, nz, n_ep, t_steps, spikes_in_loop=adex,
                                 keep_syn=keep_syn, keep_adapt=keep_ad)
-                if not lp.has_adex:
+                if not adex:
                     sl, vl = lif_spikes(lp, out.u)
                     out = LayerOut(u=vl, v=vl, syn=out.syn, adapt=out.adapt, spikes=sl)
             vl, (e_l, n_l, t_l, k_l) = out.v, out.spikes.tensors()
@@ -608,7 +616,7 @@ class AnalogCore:
             if self.config.cadc_read_noise_lsb > 0:
                 rank = _rank_in_episode(b.cadc_episode)[req]
                 starts = self.noise.offsets(SALT_CADC, b.noise_key, ids[ep], rank)
-            membrane = bool((chip.readout_source == int(ReadoutSource.MEMBRANE)).all())
+            membrane = m.membrane_readout
             if self.use_kernels:
                 if membrane:
                     dt = chip.sim.dt_ticks

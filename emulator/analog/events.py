@@ -40,6 +40,14 @@ def arrival(ticks: torch.Tensor, delay_ticks: int, dt_ticks: int
     return step, torch.div(q - 1, SUBSTEP_TICKS, rounding_mode="floor")
 
 
+def arrival_np(ticks: np.ndarray, delay_ticks: int, dt_ticks: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """arrival() on int64 numpy arrays (the same integers, without torch's per-op overhead)."""
+    arr = np.asarray(ticks, np.int64) + delay_ticks
+    step = arr // dt_ticks
+    return step, ((step + 1) * dt_ticks - arr - 1) // SUBSTEP_TICKS
+
+
 def slot_sum(x: torch.Tensor) -> torch.Tensor:
     """x[..., B, N] -> sum over the B slot blocks, always left to right."""
     out = x[..., 0, :]
