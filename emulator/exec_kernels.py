@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from protocol.wire import Instr
+
 try:
     from llvmlite import ir as _ir
     from numba import njit, types
@@ -98,6 +100,37 @@ def cadc_blocks(out, at, samples, rows, head):  # noqa: ANN001, ANN201
                 if 7 * k + j < n_ch:
                     w |= np.uint64(s[7 * k + j]) << np.uint64(8 * j)
             out[base + k] = w
+
+
+_WAIT_UNTIL = int(Instr.WAIT_UNTIL)
+_CADC_TRIGGER = int(Instr.CADC_TRIGGER)
+_CADC_SCHEDULE = int(Instr.CADC_SCHEDULE)
+_MADC_RECORD = int(Instr.MADC_RECORD)
+
+
+@_jit
+def adc_fields(op, w, period, min_period, t, cs_count, cs_interval, madc_n, dur, has_adc,  # noqa: ANN001, ANN201, PLR0913
+               bad_madc):
+    """Per executed word (opcode op, word w, MADC period in force): WAIT_UNTIL target t,
+    CADC_SCHEDULE count and interval, MADC_RECORD count (0 where the word is another
+    instruction), the MADC records without a usable period, and the span of the word's ADC
+    samples dur ((count - 1) * interval + 1, 0 without samples) (executor._times' twin)."""
+    m56 = np.uint64((1 << 56) - 1)
+    for i in range(op.shape[0]):
+        o = op[i]
+        x = w[i]
+        t[i] = np.int64(x & m56) if o == _WAIT_UNTIL else 0
+        cc = np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF)) if o == _CADC_SCHEDULE else 0
+        ci = np.int64(x & np.uint64((1 << 42) - 1)) if o == _CADC_SCHEDULE else 0
+        mn = np.int64((x >> np.uint64(32)) & np.uint64(0xFFFFFF)) if o == _MADC_RECORD else 0
+        bad = o == _MADC_RECORD and period[i] < min_period and mn > 0
+        n_adc = cc + (1 if o == _CADC_TRIGGER else 0) + (0 if bad else mn)
+        cs_count[i] = cc
+        cs_interval[i] = ci
+        madc_n[i] = mn
+        bad_madc[i] = bad
+        has_adc[i] = n_adc > 0
+        dur[i] = (n_adc - 1) * (ci + period[i]) + 1 if n_adc > 0 else 0
 
 
 @_jit

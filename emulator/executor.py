@@ -284,19 +284,25 @@ class _Run:
         is_cs = op == Instr.CADC_SCHEDULE
         is_ct = op == Instr.CADC_TRIGGER
         is_madc = op == Instr.MADC_RECORD
-        # fields only where their instruction is (0 elsewhere): most words are spikes / waits
-        t = _field(w, is_wait, 0, M56)
-        cs_count = _field(w, is_cs, 42, LABEL_MASK)
-        cs_interval = _field(w, is_cs, 0, TIMESTAMP_MASK)
-        madc_n = _field(w, is_madc, 32, COUNT24)
         madc_period, madc_cfg = self._madc_config_at(I[is_madc])
         period = np.zeros(n, np.int64)
         period[is_madc] = madc_period
-        bad_madc = is_madc & (period < MADC_MIN_PERIOD) & (madc_n > 0)
-        n_adc = cs_count + is_ct + np.where(bad_madc, 0, madc_n)
-        step = cs_interval + period
-        dur = np.where(n_adc > 0, (n_adc - 1) * step + 1, 0)
-        has_adc = n_adc > 0
+        if exec_kernels.use():  # the fields and ADC durations in one pass
+            t, cs_count, cs_interval, madc_n, dur = (np.empty(n, np.int64) for _ in range(5))
+            has_adc, bad_madc = np.empty(n, bool), np.empty(n, bool)
+            exec_kernels.adc_fields(op, w, period, MADC_MIN_PERIOD, t, cs_count, cs_interval,
+                                    madc_n, dur, has_adc, bad_madc)
+        else:
+            # fields only where their instruction is (0 elsewhere): most words are spikes / waits
+            t = _field(w, is_wait, 0, M56)
+            cs_count = _field(w, is_cs, 42, LABEL_MASK)
+            cs_interval = _field(w, is_cs, 0, TIMESTAMP_MASK)
+            madc_n = _field(w, is_madc, 32, COUNT24)
+            bad_madc = is_madc & (period < MADC_MIN_PERIOD) & (madc_n > 0)
+            n_adc = cs_count + is_ct + np.where(bad_madc, 0, madc_n)
+            step = cs_interval + period
+            dur = np.where(n_adc > 0, (n_adc - 1) * step + 1, 0)
+            has_adc = n_adc > 0
         barriers = np.flatnonzero(op == Instr.BARRIER)
 
         e0 = self.ex.timer

@@ -612,6 +612,38 @@ def test_spike_kernel_and_numpy_twin_agree(groups) -> None:
         assert runs[0][1][1] == [lab for _, labels in groups for lab in labels]
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["madc", "config", "trigger", "cadc", "wait"]),
+                          st.integers(0, 40), st.integers(0, 300)), max_size=25))
+def test_adc_field_kernel_and_numpy_twin_agree(prog) -> None:
+    # MADC periods below the minimum (VALUE_OUT_OF_RANGE), triggers and schedules mixed
+    from emulator import exec_kernels
+
+    parts, t = [ins.episode_start(0)], 0
+    for kind, a, b in prog:
+        if kind == "madc":
+            parts.append(ins.madc_record(a + 1))
+        elif kind == "config":
+            parts.append(ins.write(MADC, (a % 8) << 16))
+        elif kind == "trigger":
+            parts.append(ins.cadc_trigger())
+        elif kind == "cadc":
+            parts.append(ins.cadc_schedule(b, a % 5 + 1))
+        else:
+            t += b
+            parts.append(ins.wait_until(t))
+    words = ins.program_bytes(ins.program(*parts, ins.halt()))
+    runs = []
+    for enabled in (True, False):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(exec_kernels, "ENABLED", enabled)
+            regs = RegisterFile(1)
+            ex = Executor(regs, FakeCore(regs))
+            runs.append((ex.run(words), [(b.cadc_time.tolist(), b.madc_time.tolist())
+                                         for b in ex.core.batches]))
+    assert runs[0] == runs[1]
+
+
 def test_cadc_blocks_kernel_equals_numpy_packing() -> None:
     from emulator import exec_kernels
     from emulator import executor as mod
