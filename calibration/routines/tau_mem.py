@@ -18,6 +18,7 @@ reported through check_reach (CalibrationError; clamp=True: CalibrationWarning a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,7 @@ def trace_schedule(tau_hi: float, tau_lo: float, span_taus: float = 5.0,
     span = span_taus * tau_hi
     interval = max(min(tau_lo / 6.0, span / 40), 0.05)
     count = int(min(span / interval, max_samples))
-    interval = max(round(span / count * TICKS_PER_US), 1) / TICKS_PER_US
+    interval = max(math.ceil(span / count * TICKS_PER_US - 1e-9), 1) / TICKS_PER_US
     return 0.1 + count * interval, CADCSchedule(interval=interval, count=count, start=0.1)
 
 
@@ -97,8 +98,10 @@ def measure_tau_mem(session: Session, codes: np.ndarray, tau_target: np.ndarray,
     median = float(np.median(tau_target))
     blocks = []
     for _, lo, hi in bands:
-        # the window also covers 2.5 median taus: the uncalibrated start code ("before")
-        duration, cadc = trace_schedule(max(hi, 0.5 * median), lo, max_samples=MAX_SAMPLES)
+        # the window also covers 2.5 median taus (the uncalibrated start code, "before")
+        # where MAX_SAMPLES still sample the band's shortest tau at 1/6
+        span_tau = max(hi, min(0.5 * median, MAX_SAMPLES * lo / 30.0))
+        duration, cadc = trace_schedule(span_tau, lo, max_samples=MAX_SAMPLES)
         blocks.append(Block(cfg, repeats * repeat_factor(lo), duration, cadc=cadc))
     data = session.measure(blocks, "tau_mem")
     out = np.full(512, np.nan)

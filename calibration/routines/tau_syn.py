@@ -20,6 +20,7 @@ through check_reach: CalibrationError, or with clamp=True a CalibrationWarning a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -53,13 +54,13 @@ TOLERANCE = 0.05  # relative: a final tau further off (or unmeasured) is reporte
 
 def schedule(tau_lo: float, tau_hi: float, tau_start: float = 0.0
              ) -> tuple[float, CADCSchedule]:
-    """Episode length and CADC schedule for taus tau_lo..tau_hi (us): a window of 5 tau_hi (at
-    least 2.5 tau_start) after the stimulus, samples 1/6 of tau_lo apart (at least 48, at most
-    MAX_SAMPLES)."""
-    span = max(5.0 * tau_hi, 2.5 * tau_start)
+    """Episode length and CADC schedule for taus tau_lo..tau_hi (us): a window of 5 tau_hi
+    after the stimulus (at least 2.5 tau_start where MAX_SAMPLES still sample tau_lo finely),
+    samples 1/6 of tau_lo apart (at least 48, at most MAX_SAMPLES; whole FPGA ticks)."""
+    span = max(5.0 * tau_hi, min(2.5 * tau_start, MAX_SAMPLES * tau_lo / 6.0))
     interval = max(min(tau_lo / 6.0, span / 48), 0.05)
     count = int(min(span / interval, MAX_SAMPLES))
-    interval = max(round(span / count * TICKS_PER_US), 1) / TICKS_PER_US  # whole FPGA ticks
+    interval = max(math.ceil(span / count * TICKS_PER_US - 1e-9), 1) / TICKS_PER_US  # whole ticks
     start = max(STIM_US - 4 * interval, 0.05)
     n = int((STIM_US + span - start) / interval)
     return start + (n + 1) * interval, CADCSchedule(interval=interval, count=n, start=start)
