@@ -18,13 +18,14 @@ from typing import Any
 from .cache import Cache, cache_dir
 from .fileformat import load, loads, save
 from .pipeline import ORDER, Progress, calibrate
-from .result import CalibrationResult, ParameterResult
+from .result import ROUTINES_REVISION, CalibrationResult, ParameterResult
 from .search import BinarySearch, ModelSearch, NoisyBinarySearch, SearchResult
 from .targets import PARAMETERS, Targets
 
 __all__ = [
     "ORDER",
     "PARAMETERS",
+    "ROUTINES_REVISION",
     "BinarySearch",
     "Cache",
     "CalibrationResult",

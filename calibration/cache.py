@@ -1,10 +1,15 @@
-"""A cache of calibration files keyed by chip serial + targets + software version.
+"""A cache of calibration files keyed by chip serial + targets + software version + routines
+revision.
 
 The same chip calibrated to the same targets by the same software gives (up to noise) the same
 codes, so a second run loads the file instead of measuring (instant). Location:
 $STROBE_CACHE_DIR, else $XDG_CACHE_HOME/strobe, else ~/.cache/strobe; files live in its
-`calibration/` folder as `<serial hex>-<targets hash>-<version>.json`, written atomically. A
-corrupted entry is treated as a miss (and replaced), never as a calibration.
+`calibration/` folder as `<serial hex>-<targets hash>-<version>-r<revision>.json`, written
+atomically. The revision is calibration.result.ROUTINES_REVISION, bumped whenever a routine's
+results change: the package version changes only at releases, so without it a calibration made
+by a fixed routine's buggy predecessor would be served again. Files of another revision (and
+files from before revisions, named without one) are simply not found; `clear` removes them.
+A corrupted entry is treated as a miss (and replaced), never as a calibration.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 from protocol.errors import CalibrationError
 
 from . import fileformat
-from .result import CalibrationResult, software_version
+from .result import ROUTINES_REVISION, CalibrationResult, software_version
 from .targets import Targets
 
 __all__ = ["Cache", "cache_dir"]
@@ -33,14 +38,17 @@ def cache_dir() -> Path:
 
 
 class Cache:
-    """Calibration files by (serial, targets, software version)."""
+    """Calibration files by (serial, targets, software version, routines revision)."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None,
+                 revision: int = ROUTINES_REVISION) -> None:
         self.root = Path(root) if root is not None else cache_dir()
+        self.revision = int(revision)  # of the routines whose results get / put serve
 
     def path(self, serial: int, targets: Targets, version: str | None = None) -> Path:
         v = re.sub(r"[^A-Za-z0-9._+-]", "_", version or software_version())
-        return self.root / "calibration" / f"{int(serial):016X}-{targets.key()}-{v}.json"
+        name = f"{int(serial):016X}-{targets.key()}-{v}-r{self.revision}.json"
+        return self.root / "calibration" / name
 
     def get(self, serial: int, targets: Targets) -> CalibrationResult | None:
         p = self.path(serial, targets)
@@ -59,7 +67,8 @@ class Cache:
                                                  result.software_version))
 
     def clear(self) -> int:
-        """Remove every cached calibration; returns how many files went."""
+        """Remove every cached calibration (every version and revision); returns how many
+        files went."""
         n = 0
         for p in (self.root / "calibration").glob("*.json"):
             p.unlink(missing_ok=True)

@@ -25,7 +25,19 @@ from protocol.errors import CalibrationError
 
 from .targets import PARAMETERS, Targets
 
-__all__ = ["CELLS", "CalibrationResult", "ParameterResult", "software_version"]
+__all__ = ["CELLS", "ROUTINES_REVISION", "CalibrationResult", "ParameterResult",
+           "software_version"]
+
+# Revision of the calibration routines' results. BUMP IT whenever a change to a routine (its
+# measurement, fit, search, tolerance or stimulus) can change the codes or values it produces:
+# the cache (calibration.cache) keys its files by it, so calibrations made by an older routine
+# are measured again instead of being served. The package version alone does not do this (it
+# only changes at releases). History:
+#   1  (files cached without a revision in their name: every routine up to 2026-11-27)
+#   2  threshold: trajectory slowed for fast membranes, off-target neurons reported;
+#      tau_syn / tau_mem: one CADC schedule per band of targets (sub-us targets were unfit
+#      or biased long), off-target neurons reported (2026-11-27)
+ROUTINES_REVISION = 2
 
 # parameter -> what its codes are: a NeuronCell, or a special kind
 CELLS: dict[str, str] = {
