@@ -554,16 +554,25 @@ def spike_packs(t: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     instructions.spikes emits, without its WAIT_UNTILs (episodes() places its own). Times and
     labels are checked by the caller."""
     n = t.size
-    new = np.ones(n, bool)
+    if n == 0:
+        return t[:0], np.zeros(0, np.uint64)
+    new = np.empty(n, bool)
+    new[0] = True
     np.not_equal(t[1:], t[:-1], out=new[1:])
-    idx = np.arange(n)
-    rank = idx - np.maximum.accumulate(np.where(new, idx, 0))  # position in its time group
-    slot = rank & 3
-    first = np.flatnonzero(slot == 0)
+    first = np.flatnonzero(new)  # a pack per time, unless more than 4 spikes share it
+    size = np.diff(np.append(first, n))
+    if int(size.max()) > 4:
+        rank = np.arange(n) - np.repeat(first, size)  # position in its time group
+        first = np.flatnonzero((rank & 3) == 0)
     filled = np.diff(np.append(first, n)).astype(np.uint64)
-    vals = labels.astype(np.uint64) << _SPIKE_SHIFTS[slot]
-    words = np.add.reduceat(vals, first) if n else vals  # disjoint bit fields: + is |
-    words |= (filled + np.uint64(int(Instr.SPIKE1) - 1)) << np.uint64(OPCODE_SHIFT)
+    lab = labels.astype(np.uint64)
+    words = (lab[first] << _SPIKE_SHIFTS[0]) | (
+        (filled + np.uint64(int(Instr.SPIKE1) - 1)) << np.uint64(OPCODE_SHIFT))
+    for k in (1, 2, 3):  # the few packs with more than one spike
+        more = np.flatnonzero(filled > k)
+        if more.size == 0:
+            break
+        words[more] |= lab[first[more] + k] << _SPIKE_SHIFTS[k]
     return t[first], words
 
 
