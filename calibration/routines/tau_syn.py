@@ -49,7 +49,7 @@ GM_CODE = 600  # input strength during the measurement (the amplitude only needs
 NAMES = ("tau_syn_exc", "tau_syn_inh")
 CELLS = (NeuronCell.I_BIAS_SYN_EXC_TAU, NeuronCell.I_BIAS_SYN_INH_TAU)
 MAX_SAMPLES = 256  # CADC samples per episode (a band's window / interval stays below this)
-TOLERANCE = 0.05  # relative: a final tau further off (or unmeasured) is reported
+TOLERANCE = 0.08  # relative: a final tau further off (or unmeasured) is reported
 
 
 def schedule(tau_lo: float, tau_hi: float, tau_start: float = 0.0

@@ -36,8 +36,9 @@ def test_detuned_tau_syn_reaches_sub_microsecond_targets(detuned_syn) -> None:
         assert fast.sum() >= 15, name  # the draw does reach the floor
         assert np.all(np.isfinite(p.after)), name
         rel = p.after / p.target - 1
-        assert np.max(np.abs(rel[fast])) < 0.05, name
-        assert np.max(np.abs(rel)) < 0.05, name
+        assert np.max(np.abs(rel[fast])) < 0.05, name  # one schedule: NaN or ~1.1 us
+        assert np.max(np.abs(rel)) < tau_syn.TOLERANCE, name
+        assert np.std(rel) < 0.01, name
         assert p.clamped.size == 0, name
 
 
@@ -49,8 +50,9 @@ def test_detuned_tau_mem_reaches_sub_microsecond_targets(boards) -> None:
     assert fast.sum() >= 10
     rel = p.after / p.target - 1
     assert np.all(np.isfinite(p.after))
-    assert np.max(np.abs(rel[fast])) < 0.05  # one schedule: 0.6 us targets read 0.66..0.68
-    assert np.max(np.abs(rel)) < 0.05
+    assert np.max(np.abs(rel[fast])) < 0.06  # one schedule: 0.6 us targets read 0.66..0.68
+    assert np.max(np.abs(rel)) < tau_mem.TOLERANCE
+    assert np.std(rel) < 0.015
     assert p.clamped.size == 0
 
 
@@ -70,7 +72,7 @@ def test_tau_syn_reports_off_target_and_unmeasured(boards) -> None:
     with pytest.raises(CalibrationError) as e:
         run_alone(routine, boards(4), t)
     msg = str(e.value)
-    assert "tau_syn: target missed by more than 5 % for" in msg
+    assert "tau_syn: target missed by more than 8 % for" in msg
     assert "exc 7: target" in msg and "measured nan" in msg
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -79,11 +81,11 @@ def test_tau_syn_reports_off_target_and_unmeasured(boards) -> None:
     assert len(msgs) == 1 and "clamped to the nearest reachable code" in msgs[0]
     for name in ("tau_syn_exc", "tau_syn_inh"):
         p = r[name]
-        off = np.flatnonzero(~(np.abs(p.after / p.target - 1) <= 0.05))
+        off = np.flatnonzero(~(np.abs(p.after / p.target - 1) <= tau_syn.TOLERANCE))
         assert off.size > 100, name  # every neuron at the median's code: most are far off
         assert np.all(p.target[off] > 0)
         # the final measurement is independent of the search's values: off-target neurons
-        # near the 5 % border may differ, the far ones (e.g. the 0.6 us targets) may not
+        # near the 8 % border may differ, the far ones (e.g. the 0.6 us targets) may not
         far = np.flatnonzero(np.abs(p.after / p.target - 1) > 0.2)
         assert set(far.tolist()) <= set(p.clamped.tolist()), name
     assert 7 in r["tau_syn_exc"].clamped.tolist()
@@ -91,7 +93,7 @@ def test_tau_syn_reports_off_target_and_unmeasured(boards) -> None:
 
 def test_tau_mem_reports_off_target(boards) -> None:
     t = _detuned()
-    with pytest.raises(CalibrationError, match=r"tau_mem: target missed by more than 5 % for"):
+    with pytest.raises(CalibrationError, match=r"tau_mem: target missed by more than 8 % for"):
         run_alone(tau_mem.TauMemRoutine(search=_StartOnly()), boards(4), t)
     with pytest.warns(CalibrationWarning, match="tau_mem: target missed"):
         r = run_alone(tau_mem.TauMemRoutine(search=_StartOnly(), clamp=True), boards(4), t)
