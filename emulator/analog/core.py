@@ -248,9 +248,10 @@ class AnalogCore:
                      max(int(per_ep.sum()) // workers + 1, MIN_CHUNK_ELEMENTS))
         chunks, start = [], 0
         while start < n_ep:
-            stop = start + 1
-            while stop < n_ep and (stop - start + 1) * per_ep[stop] <= budget:
-                stop += 1
+            # grow the chunk while (size) * (its largest per-episode cost) fits: per_ep is
+            # sorted, so that product only grows and the fitting sizes are a prefix
+            fits = np.arange(1, n_ep - start + 1) * per_ep[start:] <= budget
+            stop = start + max(1, int(np.argmin(fits)) if not fits.all() else fits.size)
             chunks.append(np.sort(order[start:stop]))
             start = stop
 
