@@ -130,10 +130,17 @@ class CadcPlan:
             o = np.argsort(ep_local, kind="stable").astype(_I64)
         ptr = np.zeros(n_ep + 1, _I64)
         np.cumsum(np.bincount(ep_local, minlength=n_ep), out=ptr[1:])
-        f = torch.from_numpy(((t % dt) / dt).astype(np.float32))
-        fu, inv = torch.unique(f, return_inverse=True)
+        # distinct fractions (t % dt) / dt, sorted, and each request's: through the residues
+        # (fewer than dt; f32(r / dt) grows with r, so the same set and order as a sort of f)
+        r = np.asarray(t % dt, _I64)
+        present = np.zeros(dt, bool)
+        present[r] = True
+        ur = np.flatnonzero(present)
+        lut = np.zeros(dt, _I64)
+        lut[ur] = np.arange(ur.size)
+        fu = torch.from_numpy((ur / dt).astype(np.float32))
         return CadcPlan(ptr, o, np.ascontiguousarray((t // dt)[o], _I64),
-                        np.ascontiguousarray(inv.numpy()[o], _I64), fu,
+                        np.ascontiguousarray(lut[r][o], _I64), fu,
                         np.empty((t.size, n), np.float32))
 
     def kernel_args(self, rdt: torch.Tensor, cols: torch.Tensor) -> tuple:
