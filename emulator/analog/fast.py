@@ -349,8 +349,8 @@ def follow_spikes(p: TorchParams, n: int, flat: torch.Tensor, seg_all: torch.Ten
     e_th_all, rdt_all = e_th.numpy(), p.rdt[n_i].numpy()
     vr_all, th_all = p.v_reset[n_i].numpy(), p.theta[n_i].numpy()
     tref_all = p.t_ref_steps[n_i].numpy()
-    first = (e_th + seg_all[1:]) + torch.zeros(()) >= p.theta[n_i]
-    j = (torch.argmax(first.to(torch.uint8), dim=0) + 1).numpy()
+    j = np.empty(flat_np.size, _I64)  # first grid point after 0 at threshold (v_cols[t] is
+    kernels.fs_first(vc, th_all, j)  # the reference's e_th + seg[t], the same float32 sums)
     cols = np.arange(flat_np.size, dtype=_I64)
     t_rel = np.full(cols.size, NEVER)
     r0 = np.zeros(cols.size, np.float32)

@@ -414,6 +414,22 @@ def bucket_order(key, n_keys):  # noqa: ANN001, ANN201
 
 
 @_jit
+def fs_first(v, th, out):  # noqa: ANN001, ANN201
+    """out[i] = the first grid point t >= 1 with v[t, i] >= th[i], 1 if there is none
+    (argmax + 1 of the crossing mask, as simulate.lif_spikes takes it); row by row."""
+    s = v.shape[1]
+    for i in range(s):
+        out[i] = 0
+    for t in range(1, v.shape[0]):
+        for i in range(s):
+            if out[i] == 0 and v[t, i] >= th[i]:
+                out[i] = t
+    for i in range(s):
+        if out[i] == 0:
+            out[i] = 1
+
+
+@_jit
 def fs_grid_args(seg, cols, j, t_rel, rdt, out_arg, out_u):  # noqa: ANN001, ANN201
     """For grid points j-1 and j of each active column: decay_since's exponent
     -(rdt * max(f32(j' - t_rel), 0)) into out_arg [2, S'] and u there into out_u [2, S']."""
