@@ -55,6 +55,8 @@ class EventStream:
 
     def select(self, keep: np.ndarray, n_ep: int, ep: np.ndarray) -> EventStream:
         """The events with keep[i] (order kept); ep: episode of each event (sorted)."""
+        if bool(keep.all()):  # (every source reaches the layer: the stream itself)
+            return self
         ptr = np.searchsorted(ep[keep], np.arange(n_ep + 1), side="left").astype(_I64)
         return EventStream(ptr, self.step[keep], self.src[keep], self.q[keep])
 
