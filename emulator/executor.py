@@ -201,6 +201,7 @@ class _Run:
         self.truncated_bytes = truncated_bytes
         self.rec = _Records()
         self.n_errors = 0
+        self._i_end: np.ndarray | None = None  # I with `end` appended (_async_seq)
 
     # ------------------------------------------------------------------ structure
     def _validate(self) -> tuple[int, int, tuple[int, int, int] | None]:
@@ -610,7 +611,9 @@ class _Run:
         instruction executed at or before it, but inside its episode (odd: never ties with an
         instruction's own records, which sort at 2 * word index)."""
         after = np.searchsorted(self.e, times, side="right")
-        pos = np.append(self.I, self.end)[after]
+        if self._i_end is None:
+            self._i_end = np.append(self.I, self.end)
+        pos = self._i_end[after]
         return np.clip(2 * pos - 1, 2 * self.ep_pos[ep] + 1, 2 * self.ep_next_pos[ep] - 1)
 
     def _error(self, code: int, info16, info32, elapsed, seq, sub=0) -> None:
@@ -625,8 +628,12 @@ class _Run:
         I = self.I
         e = self.e
         op = self.op_i
-        pos_e = np.zeros(self.words.size + 1, np.int64)
-        pos_e[I] = e
+        if self.el_owner.size:  # elapsed time at each register access's word
+            pos_e = np.zeros(self.words.size + 1, np.int64)
+            pos_e[I] = e
+            el_e = pos_e[self.el_owner]
+        else:
+            el_e = np.zeros(0, np.int64)
         # TIME_SYNC(0) at each TIMER_RESET
         r = np.flatnonzero(op == Instr.TIMER_RESET)
         rec.add(e[r], 2 * I[r], 0, np.full(r.size, _rec(Rec.TIME_SYNC), _U64), timed=False)
@@ -643,7 +650,6 @@ class _Run:
         self._error(ErrorCode.VALUE_OUT_OF_RANGE, self.madc_cfg[b], MADC_CONFIG_ADDR, e[b],
                     2 * I[b])
         # register accesses: READ_DATA for every read, ERROR for every refused access
-        el_e = pos_e[self.el_owner]
         el_seq = 2 * self.el_owner
         sub = 2 * np.arange(self.el_owner.size, dtype=np.int64)
         rd = np.flatnonzero(self.el_read)
