@@ -180,7 +180,8 @@ class Executor:
         (the board sends megabytes of CADC samples; each copy of them costs ~1 ms)."""
         data = bytes(program)
         n = len(data) // 8
-        words = np.frombuffer(data, "<u8", count=n).astype(_U64)
+        # (read-only view of the message on a little-endian host: the words are only read)
+        words = np.frombuffer(data, "<u8", count=n).astype(_U64, copy=False)
         out = self.run_words(words, truncated_bytes=len(data) % 8)
         if sys.byteorder != "little":
             out = out.astype("<u8")
