@@ -48,6 +48,8 @@ class SimConfig:
     workers: int = 2  # chunks of episodes simulated concurrently (threads)
     kernels: bool = True  # compiled kernels (kernels.py) where numba is installed; False: the
     #                       torch reference path (same results bit for bit, tested)
+    adapt_workers: bool = True  # fewer workers while the host's load leaves no core free for
+    #                             them (core.usable_workers; results are the same either way)
 
     def __post_init__(self) -> None:
         if self.dt_ticks is None:

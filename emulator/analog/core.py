@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -91,6 +92,22 @@ class _Grid:
     adapt: torch.Tensor | None  # [T+1, E, N_l] adaptation current, if read out
 
 
+def usable_workers(requested: int, running: int = 1) -> int:
+    """Worker threads worth using now: at most the cores the host's load leaves free, at least
+    1. The load (1-minute average) counts this process's own threads too: `running`, the
+    workers of its last run, are added back. On a busy host a second worker only shares the
+    calling thread's core: measured on the shared 2-core VM with both cores taken, 2 workers
+    cost ~10 % more CPU and wall time than 1."""
+    if requested <= 1:
+        return 1
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not available on this platform: trust the request
+        return requested
+    free = (os.cpu_count() or 1) - load + running
+    return max(1, min(requested, int(free + 0.5)))
+
+
 def feedforward_layers(p: TorchParams) -> list[torch.Tensor] | None:
     """Topological layers of the on-chip connectivity (edges from firing neurons only), or None
     if it has a cycle. Layer 0 gets no on-chip input; layer i only from layers < i."""
@@ -131,6 +148,7 @@ class AnalogCore:
         self._group_cache: tuple | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._executor_workers = 0
+        self._workers_used = 1  # workers of the last run (their load is ours: usable_workers)
         self.force_general = False  # tests: never take the layered path
         self.capture: list | None = None  # tests: a list collects (episodes, grids, spikes)
 
@@ -242,6 +260,9 @@ class AnalogCore:
         else:  # dense jumps, state and grids
             per_ep = np.maximum(t_all[order], 1) * (chip.k + chip.n)
         workers = max(1, int(self.sim.workers))
+        if self.sim.adapt_workers:
+            workers = usable_workers(workers, self._workers_used)
+        self._workers_used = workers
         # one chunk per worker where that pays (each chunk costs ~2 ms of Python), none above
         # the memory budget
         budget = min(max(self.sim.chunk_elements, 1),

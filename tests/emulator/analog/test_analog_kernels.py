@@ -120,7 +120,8 @@ def random_network(seed: int, mixed: bool) -> tuple[ChipImage, EpisodeBatch]:
 @pytest.mark.parametrize("seed, mixed", [(0, False), (1, False), (2, True), (3, True)])
 def test_random_networks_equal_reference(seed, mixed):
     img, b = random_network(seed, mixed)
-    fast, ref = both(img, chunk_elements=1 << 14)  # several chunks, two workers
+    # several chunks, two workers
+    fast, ref = both(img, chunk_elements=1 << 14, adapt_workers=False)
     layers = fast.model().layers
     assert layers is not None and not bool((layers[0].diff() == 1).all())
     a = same_run(fast, ref, b, min_chunks=2)
@@ -272,7 +273,7 @@ def test_episodes_split_over_threads_equal_reference(workers, monkeypatch):
         return orig(*args)
 
     monkeypatch.setattr(kernels, "integrate", spy)
-    par = pnas_core(sim=SimConfig(workers=workers))
+    par = pnas_core(sim=SimConfig(workers=workers, adapt_workers=False))
     ref = pnas_core(sim=SimConfig(kernels=False))
     b = pnas_batch(par, 7, seed=3)
     a = same_run(par, ref, b)  # capture on: grids kept
@@ -357,3 +358,26 @@ def test_run_ranges_keeps_range_order_and_raises():
 
         with pytest.raises(ValueError, match="range 9"):
             fast.run_ranges(pool, 2, bounds, bad)
+
+
+def test_usable_workers_follow_the_host_load(monkeypatch):
+    from emulator.analog import core as core_mod
+
+    monkeypatch.setattr(core_mod.os, "cpu_count", lambda: 2)
+    for load, want in ((0.2, 2), (1.0, 2), (1.6, 1), (2.0, 1), (4.5, 1)):
+        monkeypatch.setattr(core_mod.os, "getloadavg", lambda load=load: (load, load, load))
+        assert core_mod.usable_workers(2) == want, load
+    # this process's own 2 workers made the load 2 on an otherwise idle host: keep them
+    monkeypatch.setattr(core_mod.os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    assert core_mod.usable_workers(2, running=2) == 2
+    monkeypatch.setattr(core_mod.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    assert core_mod.usable_workers(2, running=2) == 1  # plus one busy process: one core left
+    assert core_mod.usable_workers(1) == 1
+    monkeypatch.setattr(core_mod.os, "cpu_count", lambda: 16)
+    assert core_mod.usable_workers(3) == 3  # load 4.5 on 16 cores
+
+    def no_load():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(core_mod.os, "getloadavg", no_load)
+    assert core_mod.usable_workers(2) == 2
