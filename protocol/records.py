@@ -309,6 +309,14 @@ def decode_trace(data) -> Trace:
     samples = None
     if not well_formed:
         _block_errors(err, nd, k, w)
+        # complete blocks before (or after) the damage still have their padding checked, so
+        # that the first bad word is reported whichever rule it breaks
+        whole = heads[nxt - heads == _BLOCK] if heads.size else heads
+        last = whole + CADC_DATA_WORDS
+        pad_bad = last[(w[last] & U64(_M56 ^ 0xFF)) != 0] if last.size else last
+        if pad_bad.size:
+            err.add(pad_bad, "CADC padding slots not zero",
+                    "bytes 1..6 of the last CADC_DATA word = 0", hex_word(w))
     else:
         samples, pad_bad = _cadc_samples(raw, heads)
         if pad_bad.size:

@@ -265,11 +265,17 @@ def test_spike_loopback_through_real_analog_core() -> None:
 
 
 def _small_counts(program: bytes) -> bytes:
-    """Random words, but WRITE_BLOCK / READ / MADC_RECORD counts below 256 (keeps traces small)."""
+    """Random words, but WRITE_BLOCK / READ / MADC_RECORD counts below 256 and CADC_SCHEDULE
+    spans below 64 x 65536 ticks (keeps traces and the simulated time small: the emulator
+    simulates every tick it is asked to, and a random 42-bit interval asks for days)."""
     b = bytearray(program)
     for i in range(7, len(b), 8):
         if b[i] in (0x84, 0x85, 0x8C):
             b[i - 2] = b[i - 1] = 0
+        elif b[i] == 0x8B:  # [55:42] count, [41:0] interval
+            b[i - 1] = 0
+            b[i - 2] &= 0xFC
+            b[i - 3] = b[i - 4] = b[i - 5] = 0
     return bytes(b)
 
 
