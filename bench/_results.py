@@ -70,6 +70,20 @@ def update(name: str, body: str, title: str,
     return p
 
 
+def load_outputs(paths: list[str], kind: str) -> list[dict]:
+    """The JSON objects on the last stdout line of earlier `--json` runs (saved to files), for a
+    bench's --combine; ConfigError naming the first file that is not one."""
+    import json
+
+    objs = []
+    for path in paths:
+        try:
+            objs.append(json.loads(Path(path).read_text().strip().splitlines()[-1]))
+        except (OSError, ValueError, IndexError) as e:
+            raise ConfigError(f"--combine {path}: not a {kind} JSON output ({e})") from None
+    return objs
+
+
 def pct(x: float | None, digits: int = 1) -> str:
     """An accuracy in [0, 1] as a percentage for tables ("-" for None)."""
     return "-" if x is None else f"{100.0 * x:.{digits}f} %"

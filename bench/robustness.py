@@ -298,14 +298,7 @@ def parser() -> argparse.ArgumentParser:
 
 def combine(paths: list[str]) -> dict[str, Any]:
     """One result from the JSON outputs of earlier runs with other seeds (same settings)."""
-    import json
-
-    objs = []
-    for path in paths:
-        try:
-            objs.append(json.loads(Path(path).read_text().strip().splitlines()[-1]))
-        except (OSError, ValueError, IndexError) as e:
-            raise ConfigError(f"--combine {path}: not a robustness JSON output ({e})") from None
+    objs = _results.load_outputs(paths, "robustness")
     same = ("board", "epochs", "max_batches", "sigmas", "detune_seed", "min_gap", "eval_repeats",
             "sim_only", "sim_readout_penalty", "sim_readout_bound")
     defaults = {"sim_only": False, "sim_readout_penalty": 0.0, "sim_readout_bound": 0.0}

@@ -148,12 +148,7 @@ def parser() -> argparse.ArgumentParser:
 
 def combine(paths: list[str]) -> dict[str, Any]:
     """One result from the JSON outputs of earlier runs with other pairs."""
-    objs = []
-    for path in paths:
-        try:
-            objs.append(json.loads(Path(path).read_text().strip().splitlines()[-1]))
-        except (OSError, ValueError, IndexError) as e:
-            raise ConfigError(f"--combine {path}: not a transfer JSON output ({e})") from None
+    objs = _results.load_outputs(paths, "transfer")
     same = ("epochs", "max_batches", "seed", "eval_repeats")
     for key in same:
         if any(o.get(key) != objs[0].get(key) for o in objs):
