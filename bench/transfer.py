@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import _entry, _results  # noqa: E402
 from bench import _recipe as R  # noqa: E402
-from bench import _results  # noqa: E402
-from protocol.errors import ConfigError, StrobeError  # noqa: E402
+from protocol.errors import ConfigError  # noqa: E402
 from training.board import training_targets  # noqa: E402
 
 MARKER = "transfer"
@@ -207,8 +207,4 @@ def measure(opts: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except StrobeError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        raise SystemExit(2 if isinstance(exc, ConfigError) else 1) from None
+    _entry.run(main)

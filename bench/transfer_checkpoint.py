@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import _entry, _results  # noqa: E402
 from bench import _recipe as R  # noqa: E402
-from bench import _results  # noqa: E402
 from tools import train as train_tool  # noqa: E402
 from training.board import training_targets  # noqa: E402
 from training.loss import PNASLoss  # noqa: E402
@@ -158,4 +158,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    _entry.run(main)
