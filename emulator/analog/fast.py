@@ -213,6 +213,10 @@ def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: L
 
 # neuron-steps (~4 ns each) below which one more range costs more (hand-off ~0.1 ms) than it saves
 PARALLEL_MIN_WORK = 1 << 17
+# fixed cost of one episode step of kernels.integrate in neuron-steps (~0.1 us: the step's
+# event scan, noise window and loop set-up): a small layer (the PNAS output layer's 10 neurons,
+# ~1.1 ms a batch of 256) is worth splitting too (measured ~13 ns per neuron-step there)
+STEP_OVERHEAD = 24
 # ranges per worker thread: taken one at a time, so a thread the OS pauses (a shared host)
 # holds up one small range, not half of the batch
 RANGES_PER_WORKER = 4
@@ -248,7 +252,7 @@ def episode_ranges(x_ptr: np.ndarray, p_ptr: np.ndarray, n_ep: int, n: int, t_st
                    workers: int) -> list[int]:
     """Bounds of up to `workers` episode ranges of about equal work (steps x neurons plus the
     events' rows), [0, n_ep] when one range is enough."""
-    work = n_ep * n * (t_steps + 1)
+    work = n_ep * (n + STEP_OVERHEAD) * (t_steps + 1)
     k = min(workers, n_ep, max(1, work // PARALLEL_MIN_WORK))
     if k <= 1:
         return [0, n_ep]

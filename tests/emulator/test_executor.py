@@ -653,13 +653,17 @@ def test_cadc_blocks_kernel_equals_numpy_packing() -> None:
     rows = rng.permutation(9)[:6]
     at = np.sort(rng.choice(np.arange(0, 2000, 80), 6, replace=False)) + rng.integers(0, 5)
     outs = []
-    for enabled in (True, False):
+    for enabled, split in ((True, False), (False, False), (True, True)):
         out = np.full(2100, 7, np.uint64)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(exec_kernels, "ENABLED", enabled)
+            # split: the blocks in two halves on two threads (a long trace on a free host)
+            mp.setattr(mod, "PARALLEL_CADC_BLOCKS", 2 if split else 1 << 30)
+            mp.setattr(mod, "_free_cores", lambda: True)
             mod._put_cadc(out, at, samples, rows)
         outs.append(out)
     np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[2], outs[1])
     first = outs[0][at[0]:at[0] + 74]
     assert int(first[0]) >> 56 == int(Rec.CADC_DATA)
     assert [(int(first[0]) >> (8 * j)) & 0xFF for j in range(7)] == samples[rows[0], :7].tolist()

@@ -256,6 +256,10 @@ def test_episode_ranges_split_by_work():
     assert fast.episode_ranges(x, ptr, 10, big, 1, 2)[1] <= 2
     p3 = np.zeros(4, np.int64)
     assert fast.episode_ranges(p3, p3, 3, big, 1, 8) == [0, 1, 2, 3]  # at most one per ep
+    # a layer of one neuron splits too once its steps' fixed cost adds up (STEP_OVERHEAD)
+    steps = 2 * big // (10 * (1 + fast.STEP_OVERHEAD))
+    assert fast.episode_ranges(ptr, ptr, 10, 1, steps, 2) == [0, 5, 10]
+    assert fast.episode_ranges(ptr, ptr, 10, 1, steps // 2 - 1, 2) == [0, 10]
 
 
 @pytest.mark.parametrize("workers", [2, 3])
