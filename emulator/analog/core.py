@@ -484,7 +484,8 @@ class AnalogCore:
                 if plan is None:
                     fast.put_columns(vl, flat, v_cols)
                 else:
-                    fast.interp_patch(v_cols, flat, lp, plan, idx)
+                    fast.interp_patch(v_cols, flat, lp, plan, idx,
+                                      self._pool(workers - 1) if workers > 1 else None, workers)
                 out = LayerOut(u=vl, v=vl, syn=syn, adapt=None, spikes=sl)
             else:
                 events = dense_jumps(src.groups[li + 1], *ext, n_ep, idx.numel())

@@ -263,16 +263,32 @@ def episode_ranges(x_ptr: np.ndarray, p_ptr: np.ndarray, n_ep: int, n: int, t_st
     return sorted({0, n_ep, *np.clip(cuts, 1, n_ep - 1).tolist()})
 
 
+# spiking neurons below which interp_patch runs on the calling thread alone (~0.2 us each)
+PARALLEL_MIN_PATCH = 512
+
+
 def interp_patch(v_cols: torch.Tensor, flat: torch.Tensor, lp: TorchParams, plan: CadcPlan,
-                 idx: torch.Tensor) -> None:
+                 idx: torch.Tensor, pool: Executor | None = None, workers: int = 1) -> None:
     """Redo plan.v for the neurons that spiked (flat = e * N_l + n; membrane columns v_cols
-    [T+1, S] from follow_spikes)."""
-    if flat.numel() == 0:
+    [T+1, S] from follow_spikes). With a pool, `workers` runs of them at once (each neuron
+    writes only its own column of its episode's rows: the same values)."""
+    s = flat.numel()
+    if s == 0:
         return
     f = flat.numpy()
     c_ptr, c_j, c_h, c_dst, h, cols, v_req = plan.kernel_args(lp.rdt, idx)
-    kernels.interp_patch(np.ascontiguousarray(v_cols.numpy()), f // lp.n, f % lp.n, c_ptr,
-                         c_j, c_h, c_dst, h, cols, v_req)
+    vc = np.ascontiguousarray(v_cols.numpy())
+    e_s, n_s = f // lp.n, f % lp.n
+
+    def part(a: int, b: int) -> None:
+        kernels.interp_patch(vc[:, a:b], e_s[a:b], n_s[a:b], c_ptr, c_j, c_h, c_dst, h, cols,
+                             v_req)
+
+    k = 1 if pool is None else min(workers, s // PARALLEL_MIN_PATCH)
+    if k <= 1:
+        part(0, s)
+        return
+    run_ranges(pool, workers, [s * i // k for i in range(k + 1)], part)
 
 
 def put_columns(v: torch.Tensor, flat: torch.Tensor, cols: torch.Tensor) -> None:

@@ -269,6 +269,7 @@ def test_episodes_split_over_threads_equal_reference(workers, monkeypatch):
     from emulator.analog import fast
 
     monkeypatch.setattr(fast, "PARALLEL_MIN_WORK", 1)
+    monkeypatch.setattr(fast, "PARALLEL_MIN_PATCH", 1)
     calls = []
     orig = kernels.integrate
 
@@ -276,7 +277,15 @@ def test_episodes_split_over_threads_equal_reference(workers, monkeypatch):
         calls.append((args[-2], args[-1]))
         return orig(*args)
 
+    patches = []
+    orig_patch = kernels.interp_patch
+
+    def spy_patch(*args):
+        patches.append(args[1].size)
+        return orig_patch(*args)
+
     monkeypatch.setattr(kernels, "integrate", spy)
+    monkeypatch.setattr(kernels, "interp_patch", spy_patch)
     par = pnas_core(sim=SimConfig(workers=workers, adapt_workers=False))
     ref = pnas_core(sim=SimConfig(kernels=False))
     b = pnas_batch(par, 7, seed=3)
@@ -285,6 +294,7 @@ def test_episodes_split_over_threads_equal_reference(workers, monkeypatch):
     calls.clear()
     assert_same(par.run(b), a)  # capture off: CADC interpolated in the kernels
     assert any(hi - lo < 7 for lo, hi in calls)
+    assert len(patches) >= 2  # the spiking neurons' CADC values redone in several runs
     serial = pnas_core(sim=SimConfig(workers=1))
     assert_same(serial.run(b), a)
 
