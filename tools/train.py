@@ -35,50 +35,56 @@ CODES = ("latency", "onoff")
 # accuracy only with the on/off code and some regularisation; the 8x8 set is small)
 RECIPES: dict[str, dict[str, Any]] = {
     "digits": {"input_code": "onoff", "rho": 1e-3, "input_dropout": 0.1, "lr_decay": 0.05,
-               "flip": 0.0, "shift": 0, "lr": 5e-3, "schedule": "exponential"},
+               "flip": 0.0, "shift": 0, "lr": 5e-3, "schedule": "exponential", "substeps": 1},
     # docs/results.md: cosine at lr 2e-3 gave 83.2 % in the loop (exponential 5e-3: 81.8 %),
     # and rho 0.3 83.3 % at 20 hidden spikes per sample instead of 47
     "fashion-mnist": {"input_code": "latency", "rho": 0.3, "input_dropout": 0.0, "lr_decay": 0.03,
-                      "flip": 0.0, "shift": 0, "lr": 2e-3, "schedule": "cosine"},
+                      "flip": 0.0, "shift": 0, "lr": 2e-3, "schedule": "cosine",
+                      "substeps": 4},
     "mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0, "lr_decay": 0.03,
-              "flip": 0.0, "shift": 0, "lr": 5e-3, "schedule": "exponential"},
+              "flip": 0.0, "shift": 0, "lr": 5e-3, "schedule": "exponential", "substeps": 4},
 }
 WEAK_STRENGTH_LSB = 10.0  # below this a calibration's synapses are weak for the PNAS model
 
 
-def load_data(name: str, data_dir: str | None, code: str = "latency") -> tuple[Any, Any]:
+def load_data(name: str, data_dir: str | None, code: str = "latency",
+              substeps: int = 1) -> tuple[Any, Any]:
     """(train, test) SpikeDatasets of a named dataset. code "onoff" (digits only) adds a second
     latency-coded input per pixel for 1 - intensity: dark pixels say where the stroke is not,
     which lifts the 8x8 digits from ~95 % to ~97 % test accuracy at 128 inputs (still one
-    circuit per hidden neuron)."""
+    circuit per hidden neuron). substeps: input spike times on a grid of dt / substeps."""
     from training import data
 
+    enc = data.Encoding(substeps=substeps)
     if code not in CODES:
         raise ConfigError(f"unknown input code {code!r} (valid: {', '.join(CODES)})")
     if code == "onoff" and name != "digits":
         raise ConfigError("--input-code onoff is for digits (two inputs per pixel: 16x16 images "
                           "would need 512 inputs, the chip's neurons take at most 256)")
     if name == "digits":
-        return onoff_digits() if code == "onoff" else data.load_digits_split()
+        return onoff_digits(enc=enc) if code == "onoff" else data.load_digits_split(enc=enc)
     if name == "fashion-mnist":
         d = data_dir or str(data.FASHION_MNIST_DIR)
-        return data.load_fashion_mnist("train", d), data.load_fashion_mnist("test", d)
+        return (data.load_fashion_mnist("train", d, enc=enc),
+                data.load_fashion_mnist("test", d, enc=enc))
     if name == "mnist":
         if not data_dir:
             raise ConfigError("--dataset mnist needs --data-dir DIR (MNIST IDX files)")
-        return data.load_mnist("train", data_dir), data.load_mnist("test", data_dir)
+        return data.load_mnist("train", data_dir, enc=enc), data.load_mnist("test", data_dir,
+                                                                               enc=enc)
     raise ConfigError(f"unknown dataset {name!r} (valid: {', '.join(DATASETS)})")
 
 
-def onoff_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[Any, Any]:
+def onoff_digits(test_fraction: float = 0.2, seed: int = 0, enc: Any = None) -> tuple[Any, Any]:
     """scikit-learn's digits with inputs [x, 1 - x] (128), split exactly as
     training.data.load_digits_split (stratified, fixed by seed)."""
     import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from training.data import SpikeDataset
+    from training.data import Encoding, SpikeDataset
 
+    enc = enc or Encoding()
     digits = load_digits()
     x = torch.as_tensor(digits.data / 16.0, dtype=torch.float32)
     x = torch.cat([x, 1.0 - x], dim=1)
@@ -87,7 +93,8 @@ def onoff_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[Any, Any]:
         np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=digits.target
     )
     train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
-    return SpikeDataset(x[train_idx], y[train_idx]), SpikeDataset(x[test_idx], y[test_idx])
+    return (SpikeDataset(x[train_idx], y[train_idx], enc),
+            SpikeDataset(x[test_idx], y[test_idx], enc))
 
 
 class InputDropout(torch.utils.data.Dataset):
@@ -176,7 +183,7 @@ def build_network(args: argparse.Namespace, n_in: int, n_out: int) -> Any:
 
     scope = args.dropout_scope or ("sample" if args.sim else "batch")
     net = pnas_network(n_in, args.hidden, n_out, quantize=True, seed=args.seed,
-                       dropout=args.dropout, dropout_scope=scope)
+                       dropout=args.dropout, dropout_scope=scope, substeps=args.substeps)
     with torch.no_grad():
         net.layers[0].weight.mul_(args.init_gain)
     return net
@@ -215,7 +222,9 @@ def _main(args: argparse.Namespace) -> int:
     for name, value in RECIPES[args.dataset].items():  # per-dataset defaults
         if getattr(args, name) is None:
             setattr(args, name, value)
-    train_set, test_set = load_data(args.dataset, args.data_dir, args.input_code)
+    if args.substeps < 1:
+        raise ConfigError(f"--substeps must be >= 1, got {args.substeps}")
+    train_set, test_set = load_data(args.dataset, args.data_dir, args.input_code, args.substeps)
     n_out = max(train_set.n_classes, test_set.n_classes)
     net = build_network(args, train_set.n_inputs, n_out)
 
@@ -281,6 +290,7 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
     obj: dict[str, Any] = {
         "dataset": args.dataset,
         "input_code": args.input_code,
+        "substeps": args.substeps,
         "rho": args.rho,
         "input_dropout": args.input_dropout,
         "dropout": args.dropout,
@@ -383,6 +393,9 @@ def parser() -> argparse.ArgumentParser:
     a("--shift", type=int, default=None,
       help="augmentation: translate each training image by up to this many pixels "
            "(default 0)")
+    a("--substeps", type=int, default=None,
+      help="input spike times on a grid of 1.7 us / N (the chip gets them at those times, the "
+           "model integrates them exactly; default 4 for fashion-mnist and mnist, else 1)")
     a("--init-gain", type=float, default=0.4,
       help="factor on the hidden layer's initial weights (default 0.4: few of them start at "
            "the chip's +-63 limit)")

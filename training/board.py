@@ -20,7 +20,9 @@ scales="check" raises TrainingError where they differ by more than 5 %.
 
 observe (per batch): writes the weights as a minimal config diff, then one program of B
 independent episodes (EPISODE_START resets every neuron). Input spikes of model step k go out
-at k * dt (the grid time of their bin: data keeps only bins); CADC samples at
+at k * dt (the grid time of their bin: data keeps only bins; with Network.substeps K the input
+grid is dt / K and input step j goes out at j * dt / K, rounded to the FPGA's 8 ns tick:
+1.7 us = 212 ticks, so K in 1, 2, 4 is exact); CADC samples at
 delay + t * dt (t = 0..T-1), where delay is the crossbar-to-synapse delay (1.024 us on the
 emulator), so sample t sees inputs of steps < t exactly as the model does. Hidden spikes are
 binned so that a spike between samples t-1 and t belongs to step t; where one was recorded the
@@ -377,7 +379,8 @@ class BoardBackend(Backend):
         if self.mapping is None or self.config is None:
             raise TrainingError("the board backend is not attached: call net.connect(backend)")
         silenced = self._batch_masks(masks)
-        steps, batch = int(x.shape[0]), int(x.shape[1])
+        substeps = int(getattr(net, "substeps", 1))
+        steps, batch = int(x.shape[0]) // substeps, int(x.shape[1])
         xs = x.detach()
         if bool(((xs != 0) & (xs != 1)).any()):
             raise TrainingError("board input spikes must be 0 or 1 per step and input")
@@ -393,7 +396,8 @@ class BoardBackend(Backend):
         s, e, i = torch.nonzero(xs.cpu(), as_tuple=True)
         labels = self.mapping.input_labels[i.numpy()]
         dt_ticks, _ = self._ticks(float(net.dt))
-        spikes = SpikeInput(e.numpy(), s.numpy() * dt_ticks, labels)
+        ticks = np.rint(s.numpy() * (dt_ticks / substeps)).astype(np.int64)
+        spikes = SpikeInput(e.numpy(), ticks, labels)
         duration, cadc = self._timing(steps, float(net.dt))
         ticket = program.episodes(batch, duration, spikes=spikes, cadc=cadc, unit="ticks")
         data = program.run(self.board, timeout=self.timeout)[ticket]

@@ -66,18 +66,29 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 
 @dataclass(frozen=True)
 class Encoding:
-    """Latency code and time grid (PNAS 2022 defaults)."""
+    """Latency code and time grid (PNAS 2022 defaults).
+
+    substeps K > 1 keeps spike times on a K times finer grid (dt / K) than the network's steps:
+    the chip gets spikes at those times and the model integrates them exactly
+    (training.nn.Network(substeps=K)); K = 1 rounds each spike down to its step.
+    """
 
     tau_in: float = TAU_IN
     theta_in: float = THETA_IN
     dt: float = DT
     n_steps: int = N_STEPS
+    substeps: int = 1
 
     def __post_init__(self) -> None:
-        if self.tau_in <= 0 or self.dt <= 0 or self.n_steps <= 0:
-            raise ConfigError(f"tau_in, dt and n_steps must be positive: {self}")
+        if self.tau_in <= 0 or self.dt <= 0 or self.n_steps <= 0 or self.substeps <= 0:
+            raise ConfigError(f"tau_in, dt, n_steps and substeps must be positive: {self}")
         if not 0.0 <= self.theta_in < 1.0:
             raise ConfigError(f"theta_in must be in [0, 1), got {self.theta_in}")
+
+    @property
+    def input_steps(self) -> int:
+        """Time steps of an input spike tensor: n_steps * substeps."""
+        return self.n_steps * self.substeps
 
 
 def latency_times(x: Tensor, tau_in: float = TAU_IN, theta_in: float = THETA_IN) -> Tensor:
@@ -92,10 +103,11 @@ def latency_times(x: Tensor, tau_in: float = TAU_IN, theta_in: float = THETA_IN)
 
 
 def latency_bins(x: Tensor, enc: Encoding = Encoding()) -> Tensor:
-    """Time-step index per pixel (int16), -1 where the pixel does not spike within the window."""
+    """Input-step index per pixel (int16; steps of dt / substeps), -1 where the pixel does not
+    spike within the window."""
     t = latency_times(x, enc.tau_in, enc.theta_in)
-    steps = torch.floor(t / enc.dt)
-    inside = steps < enc.n_steps  # inf compares False
+    steps = torch.floor(t / (enc.dt / enc.substeps))
+    inside = steps < enc.input_steps  # inf compares False
     return torch.where(inside, steps, torch.full_like(steps, -1.0)).to(torch.int16)
 
 
@@ -109,8 +121,8 @@ def bins_to_spikes(bins: Tensor, n_steps: int, dtype: torch.dtype = torch.float3
 
 
 def latency_encode(x: Tensor, enc: Encoding = Encoding()) -> Tensor:
-    """Intensities [B, P] in [0, 1] -> input spikes [n_steps, B, P]."""
-    return bins_to_spikes(latency_bins(x, enc), enc.n_steps)
+    """Intensities [B, P] in [0, 1] -> input spikes [input_steps, B, P]."""
+    return bins_to_spikes(latency_bins(x, enc), enc.input_steps)
 
 
 def crop_resize(
@@ -265,11 +277,11 @@ class SpikeDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return bins_to_spikes(self.bins[i : i + 1], self.enc.n_steps)[:, 0], int(self.labels[i])
+        return bins_to_spikes(self.bins[i : i + 1], self.enc.input_steps)[:, 0], int(self.labels[i])
 
     def __getitems__(self, indices: list[int]) -> SpikeBatch:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return SpikeBatch(bins_to_spikes(self.bins[idx], self.enc.n_steps), self.labels[idx])
+        return SpikeBatch(bins_to_spikes(self.bins[idx], self.enc.input_steps), self.labels[idx])
 
 
 def collate_time_major(batch: SpikeBatch | list[tuple[Tensor, int]]) -> SpikeBatch:
@@ -394,7 +406,7 @@ class ImageAugment(Dataset):
     def __getitems__(self, indices: list[int]) -> SpikeBatch:
         idx = torch.as_tensor(indices, dtype=torch.long)
         bins = self.augment_bins(self.dataset.bins[idx])
-        return SpikeBatch(bins_to_spikes(bins, self.enc.n_steps), self.dataset.labels[idx])
+        return SpikeBatch(bins_to_spikes(bins, self.enc.input_steps), self.dataset.labels[idx])
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         batch = self.__getitems__([i])

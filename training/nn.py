@@ -8,7 +8,11 @@ the same units (a constant current I drives V to I); times are seconds. Per time
     z_t = H(v_t - threshold) ; v_t <- v_reset where z_t   (LIF only)
 
 An input spike in step t lifts the current at t and reaches the membrane from step t+1, exactly as
-the continuous system sampled at t*dt. Synaptic currents and the non-spiking readout are linear,
+the continuous system sampled at t*dt. With `substeps` K > 1 the network's input is on a K times
+finer grid (dt / K, the timing a chip's FPGA plays spikes with): a spike at (t + m/K) dt reaches
+the next sample t+1 as the exact jumps i += a(tau) w, v += c(tau) w of the continuous system with
+tau = (1 - m/K) dt, so the sub-step timing a latency code carries is not rounded away.
+Synaptic currents and the non-spiking readout are linear,
 so they are computed for all steps at once with an impulse-response kernel; only the elementwise
 LIF update runs per step. See training/backend.py for how measured values enter the forward pass.
 """
@@ -140,9 +144,10 @@ def detuned(
     return out
 
 
-def _coefficients(p: NeuronParams, dt: float) -> tuple[Tensor, Tensor, Tensor]:
+def _coefficients(p: NeuronParams, dt: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """a, b, c of the exact update; c = (dt/tau_mem) b (e^x - 1)/x, x = dt (1/tau_mem - 1/tau_syn),
-    which stays exact and finite when tau_mem == tau_syn."""
+    which stays exact and finite when tau_mem == tau_syn. dt may be a tensor [K, 1] of intervals
+    (giving [K, n] coefficients): c(tau) is the membrane tau after a unit current jump."""
     a = torch.exp(-dt / p.tau_syn)
     b = torch.exp(-dt / p.tau_mem)
     x = dt * (1.0 / p.tau_mem - 1.0 / p.tau_syn)
@@ -176,6 +181,43 @@ def _membrane_response(a: Tensor, b: Tensor, c: Tensor, steps: int) -> Tensor:
     for d in range(1, steps):
         rows.append(b * rows[-1] + c * a ** (d - 1))
     return torch.stack(rows)
+
+
+def _decay_response(b: Tensor, steps: int) -> Tensor:
+    """Membrane d steps after a unit membrane jump: b^d, d = 0..steps-1, [steps, n]."""
+    d = torch.arange(steps, device=b.device, dtype=b.dtype)
+    return b[None, :] ** d[:, None]
+
+
+def _substep_inputs(
+    linear: Linear, x: Tensor, p: NeuronParams, dt: float, substeps: int
+) -> tuple[Tensor, Tensor]:
+    """Fine-grid input spikes [T*K, B, n_in] -> (current jumps, membrane jumps), each [T, B, n],
+    on the neuron grid: a spike in sub-step m of step t lands at step t+1 with weights
+    a(tau), c(tau), tau = (1 - m/K) dt (spikes in the last step land after the window).
+    Where the layer's neurons share their time constants the sub-steps are folded before the
+    projection (two coarse matmuls); otherwise after it, per neuron (exact, K times the cost)."""
+    k = substeps
+    steps = x.shape[0] // k
+    tau = dt * (1.0 - torch.arange(k, dtype=torch.float64, device=p.tau_mem.device) / k)
+    shared = bool((p.tau_mem == p.tau_mem[0]).all() and (p.tau_syn == p.tau_syn[0]).all())
+    if shared:
+        p1 = NeuronParams(*(getattr(p, f)[:1].to(torch.float64) for f in _PARAM_FIELDS))
+        a, _, c = _coefficients(p1, tau[:, None])  # [K, 1]
+        w = torch.cat([a, c], dim=1).t().to(x)  # [2, K]
+        folded = torch.einsum("tkbp,jk->jtbp", x.reshape(steps, k, *x.shape[1:]), w)
+        jumps = linear(folded.reshape(2 * steps, *x.shape[1:])).reshape(2, steps, x.shape[1], -1)
+        cur, mem = jumps[0], jumps[1]
+    else:
+        a, _, c = _coefficients(p.to(tau), tau[:, None])  # [K, n]
+        h = linear(x).reshape(steps, k, x.shape[1], -1)
+        cur = torch.einsum("tkbn,kn->tbn", h, a.to(h))
+        mem = torch.einsum("tkbn,kn->tbn", h, c.to(h))
+    return _delay_one_step(cur), _delay_one_step(mem)
+
+
+def _delay_one_step(u: Tensor) -> Tensor:
+    return torch.cat([torch.zeros_like(u[:1]), u[:-1]])
 
 
 def _causal_filter(r: Tensor, u: Tensor) -> Tensor:
@@ -342,14 +384,18 @@ class LIF(_NeuronLayer):
         dt: float,
         observation: LayerObservation | None = None,
         params: NeuronParams | None = None,
+        direct: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """current: synaptic input jumps [T, B, n]. Returns (spikes, membrane), both [T, B, n],
+        """current: synaptic input jumps [T, B, n]; direct: membrane jumps [T, B, n] added to
+        v_t (sub-step input, see _substep_inputs). Returns (spikes, membrane), both [T, B, n],
         the membrane before reset. Measured values replace the model's step by step."""
         p = (params or self.params()).to(current)
         a, b, c = _coefficients(p, dt)
         steps = current.shape[0]
         # drive[t]: leak and synaptic contributions to v_t, so that v_t = b v_{t-1} + drive[t]
         drive = _causal_filter(_drive_response(a, c, steps), current) + p.v_leak * (1.0 - b)
+        if direct is not None:
+            drive = drive + direct
         m_obs = observation.membrane if observation is not None else None
         z_obs = observation.spikes if observation is not None else None
         v = p.v_leak.expand_as(current[0])
@@ -383,10 +429,13 @@ class LI(_NeuronLayer):
         dt: float,
         observation: LayerObservation | None = None,
         params: NeuronParams | None = None,
+        direct: Tensor | None = None,
     ) -> tuple[None, Tensor]:
         p = (params or self.params()).to(current)
         a, b, c = _coefficients(p, dt)
         v = p.v_leak + _causal_filter(_membrane_response(a, b, c, current.shape[0]), current)
+        if direct is not None:
+            v = v + _causal_filter(_decay_response(b, current.shape[0]), direct)
         if observation is not None and observation.membrane is not None:
             # LI is linear, so substituting the whole trace equals per-step substitution
             v = v + (observation.membrane - v).detach()
@@ -439,17 +488,27 @@ class Network(nn.Module):
     """A feed-forward stack Linear, neuron, Linear, neuron, ... on a common time grid.
 
     A new network runs in software ("sim"); `connect` moves its forward pass elsewhere.
+    substeps K: the input spikes come on a K times finer grid than the neurons' (x has K time
+    steps per neuron step; training.data.Encoding(substeps=K) makes such inputs).
     """
 
     def __init__(
-        self, layers: Sequence[nn.Module], *, dt: float = DT, n_steps: int = N_STEPS
+        self,
+        layers: Sequence[nn.Module],
+        *,
+        dt: float = DT,
+        n_steps: int = N_STEPS,
+        substeps: int = 1,
     ) -> None:
         super().__init__()
         _validate(layers)
-        if dt <= 0 or n_steps <= 0:
-            raise ConfigError(f"dt and n_steps must be positive, got dt={dt}, n_steps={n_steps}")
+        if dt <= 0 or n_steps <= 0 or substeps <= 0:
+            raise ConfigError(
+                f"dt, n_steps and substeps must be positive, got dt={dt}, n_steps={n_steps}, "
+                f"substeps={substeps}"
+            )
         self.layers = nn.ModuleList(layers)
-        self.dt, self.n_steps = dt, n_steps
+        self.dt, self.n_steps, self.substeps = dt, n_steps, substeps
         self.backend: Backend = resolve_backend("sim")
 
     # -- structure ------------------------------------------------------------------------------
@@ -486,7 +545,10 @@ class Network(nn.Module):
                 )
             else:
                 out.append({"kind": type(m).__name__, "size": m.size})
-        return {"layers": out, "dt": self.dt, "n_steps": self.n_steps}
+        d = {"layers": out, "dt": self.dt, "n_steps": self.n_steps}
+        if self.substeps != 1:  # absent for 1, so older checkpoints still match
+            d["substeps"] = self.substeps
+        return d
 
     # -- backends -------------------------------------------------------------------------------
     def connect(self, target: object = "sim") -> Network:
@@ -513,7 +575,7 @@ class Network(nn.Module):
         return masks
 
     def forward(self, x: Tensor) -> NetworkOutput:
-        """x: input spikes [time, batch, n_in]; runs on the connected backend."""
+        """x: input spikes [time * substeps, batch, n_in]; runs on the connected backend."""
         x = self._check_input(x)
         masks = self.sample_masks(x.shape[1], x.device)
         observations = self.backend.observe(self, x, masks)
@@ -534,14 +596,23 @@ class Network(nn.Module):
         observations = observations or {}
         neuron_params = neuron_params or {}
         h, traces = x, []
+        direct: Tensor | None = None
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Linear):
-                h = layer(h)
+                if i == 0 and self.substeps > 1:
+                    nxt = self.layers[1]
+                    p = (neuron_params.get(1) or nxt.params()).to(x)
+                    h, direct = _substep_inputs(layer, h, p, self.dt, self.substeps)
+                else:
+                    h = layer(h)
                 continue
             obs = observations.get(i)
             if obs is not None:
                 _check_observation(i, obs, h.shape, layer)
-            spikes, membrane = layer(h, dt=self.dt, observation=obs, params=neuron_params.get(i))
+            spikes, membrane = layer(
+                h, dt=self.dt, observation=obs, params=neuron_params.get(i), direct=direct
+            )
+            direct = None
             traces.append(LayerTrace(i, spikes, membrane))
             h = spikes if spikes is not None else membrane
             if i in masks:
@@ -552,6 +623,12 @@ class Network(nn.Module):
         if x.dim() != 3 or x.shape[2] != self.n_in:
             raise ConfigError(
                 f"input spikes must be [time, batch, {self.n_in}], got {tuple(x.shape)}"
+            )
+        if x.shape[0] % self.substeps:
+            raise ConfigError(
+                f"input spikes have {x.shape[0]} time steps, not a multiple of the network's "
+                f"{self.substeps} substeps per step (build the data with "
+                f"Encoding(substeps={self.substeps}))"
             )
         return x.to(self.layers[0].weight.dtype)
 
@@ -611,6 +688,7 @@ def pnas_network(
     seed: int | None = None,
     dt: float = DT,
     n_steps: int = N_STEPS,
+    substeps: int = 1,
 ) -> Network:
     """Linear -> LIF -> Linear -> LI (PNAS 2022) with a tested initialisation.
 
@@ -643,4 +721,5 @@ def pnas_network(
         ],
         dt=dt,
         n_steps=n_steps,
+        substeps=substeps,
     )
