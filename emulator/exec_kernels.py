@@ -78,6 +78,35 @@ def timeline(e0, t, is_wait, is_reset, is_bar, dur, has_adc, e, seg_off, past): 
 
 
 @_jit
+def word_checks(w, known, reserved, data_op, rare_op, op, bad, nd, ndop, run, rare):  # noqa: ANN001, ANN201
+    """Per program word: opcode op, bad (unknown opcode or a reserved payload bit set); the
+    positions nd of the words that are not DATA, their opcodes ndop and the DATA words
+    following each (run); the positions `rare` of the words whose opcode rare_op marks.
+    Returns (len(nd), len(rare)): executor._validate's whole-array passes in one (its numpy
+    twin)."""
+    k = 0
+    m = 0
+    n = w.shape[0]
+    for i in range(n):
+        x = w[i]
+        o = np.int64(x >> np.uint64(56))
+        op[i] = o
+        bad[i] = (not known[o]) or (x & reserved[o]) != 0
+        if o != data_op:
+            if k:
+                run[k - 1] = i - nd[k - 1] - 1
+            nd[k] = i
+            ndop[k] = o
+            k += 1
+        if rare_op[o]:
+            rare[m] = i
+            m += 1
+    if k:
+        run[k - 1] = n - nd[k - 1] - 1
+    return k, m
+
+
+@_jit
 def cadc_blocks(out, at, samples, rows, head):  # noqa: ANN001, ANN201
     """out[at[r] + k] = the k-th CADC_DATA word of samples[rows[r]] (out: u64 words, little
     endian host): channel 7k + j in byte j, unused bytes zero, `head` (opcode) in byte 7

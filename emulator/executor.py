@@ -103,6 +103,10 @@ _FIELDS = {
 _RESERVED = np.zeros(256, np.uint64)
 for _k, _m in _FIELDS.items():
     _RESERVED[int(_k)] = M56 & ~_m
+# opcodes whose words get the rarer checks of _validate (counts, ranges, system ops)
+_RARE = np.zeros(256, bool)
+_RARE[[int(Instr.WRITE_BLOCK), int(Instr.READ), int(Instr.MADC_RECORD), int(Instr.CADC_SCHEDULE),
+       int(Instr.SYSTEM)]] = True
 _SPLITTING_SYSTEM_OPS = {int(SystemOp.CHIP_RESET), int(SystemOp.CLEAR_SPIKE_COUNTERS)}
 _READOUT_BLOCKS = [int(Block.CADC_OFFSET), int(Block.MADC_CONFIG)]
 _CADC_BLOCK = 1 + CADC_DATA_WORDS
@@ -216,26 +220,34 @@ class _Run:
         """
         w = self.words
         n = w.size
-        op = (w >> _U64(OPCODE_SHIFT)).view(np.int64)  # < 256: the bits are the value
+        if exec_kernels.use() and OPCODE_SHIFT == 56:  # the whole-array passes in one
+            op, bad = np.empty(n, np.int64), np.empty(n, bool)
+            nd, ndop, run, rare = (np.empty(n, np.int64) for _ in range(4))
+            k, m = exec_kernels.word_checks(w, _KNOWN, _RESERVED, int(Instr.DATA), _RARE, op,
+                                            bad, nd, ndop, run, rare)
+            nd, ndop, run, rare = nd[:k], ndop[:k], run[:k], rare[:m]
+        else:
+            op = (w >> _U64(OPCODE_SHIFT)).view(np.int64)  # < 256: the bits are the value
+            nd = np.flatnonzero(op != Instr.DATA)
+            bad = ~_KNOWN[op] | ((w & _RESERVED[op]) != 0)  # (reserved masks lie below bit 56)
+            ndop = op[nd]
+            run = np.append(nd[1:], n) - nd - 1  # DATA words following each non-DATA word
+            rare = np.flatnonzero(_RARE[op])
         self.op = op
-        is_data = op == Instr.DATA
-        nd = np.flatnonzero(~is_data)
         self.nd = nd
-        bad = ~_KNOWN[op] | ((w & _RESERVED[op]) != 0)  # (reserved masks lie below bit 56)
         # the rarer checks on the few words they concern
-        cnt_at = np.flatnonzero((op == Instr.WRITE_BLOCK) | (op == Instr.READ)
-                                | (op == Instr.MADC_RECORD))
+        rop = op[rare]
+        cnt_at = rare[(rop == Instr.WRITE_BLOCK) | (rop == Instr.READ)
+                      | (rop == Instr.MADC_RECORD)]
         count_c = ((w[cnt_at] >> _U64(32)) & _U64(COUNT24)).view(np.int64)
         bad[cnt_at] |= count_c == 0
         ranged = op[cnt_at] != Instr.MADC_RECORD
         bad[cnt_at[ranged]] |= (w[cnt_at[ranged]] & _U64(M32)).view(np.int64) + count_c[
             ranged] - 1 > M32
-        at = np.flatnonzero(op == Instr.CADC_SCHEDULE)
+        at = rare[rop == Instr.CADC_SCHEDULE]
         bad[at] |= ((w[at] & _U64(M56)) >> _U64(42)) == 0
-        at = np.flatnonzero(op == Instr.SYSTEM)
+        at = rare[rop == Instr.SYSTEM]
         bad[at] |= ~_SYSTEM_OK[(w[at] & _U64(0xFF)).view(np.int64)]
-        run = np.append(nd[1:], n) - nd - 1  # DATA words following each non-DATA word
-        ndop = op[nd]
         need = (ndop == Instr.WRITE).astype(np.int64)
         blk = np.flatnonzero(ndop == Instr.WRITE_BLOCK)
         need[blk] = ((w[nd[blk]] >> _U64(32)) & _U64(COUNT24)).view(np.int64)
@@ -243,7 +255,7 @@ class _Run:
         # decoder meets first wins (a WRITE_BLOCK whose DATA words run short is detected at the
         # missing word, after a malformed DATA word inside it); execution stops at `stop`.
         cands: list[tuple[int, int, int, int, int]] = []
-        if n and is_data[0]:
+        if n and op[0] == Instr.DATA:
             cands.append((0, 0, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), 0))
         hit = np.flatnonzero(bad)
         if hit.size:
@@ -258,7 +270,8 @@ class _Run:
         if hit.size:
             stray = int(nd[hit[0]] + 1 + need[hit[0]])
             cands.append((stray, stray, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), stray))
-        halts = np.flatnonzero((ndop == Instr.HALT) & ~bad[nd])
+        halts = np.flatnonzero(ndop == Instr.HALT)
+        halts = halts[~bad[nd[halts]]]
         halt_at = int(nd[halts[0]]) if halts.size else n
         if self.truncated_bytes:  # a partial last word: the program was cut off
             cands.append((n, n, ErrorCode.TRUNCATED_PROGRAM, 0, n))
@@ -492,7 +505,7 @@ class _Run:
         """Episode row of each event. An event happening when its instruction executes belongs
         to the episode that instruction is in (program order); a later scheduled sample to the
         last episode started at or before its time."""
-        by_pos = np.searchsorted(self.ep_pos, self.I[frm], side="right") - 1
+        by_pos = _rank_sorted(self.ep_pos, self.I[frm]) - 1
         now = times == self.e[frm]
         if now.all():  # (injected spikes always are)
             return by_pos
@@ -869,6 +882,18 @@ def _field(w: np.ndarray, where: np.ndarray, shift: int, mask: int) -> np.ndarra
     at = np.flatnonzero(where)
     out[at] = ((w[at] >> _U64(shift)) & _U64(mask)).view(np.int64)
     return out
+
+
+def _rank_sorted(ref: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """np.searchsorted(ref, keys, side="right") for sorted ref: where keys are sorted too (events
+    are issued in program order), from the few refs' positions among the keys (one short
+    searchsorted and a repeat instead of a binary search per key: ~10x faster for 32 k spikes)."""
+    if keys.size < 2 or not bool((keys[1:] >= keys[:-1]).all()):
+        return np.searchsorted(ref, keys, side="right")
+    # refs <= key[i] <=> i >= the first key position not below each ref
+    cut = np.searchsorted(keys, ref, side="left")
+    return np.repeat(np.arange(ref.size + 1, dtype=np.int64),
+                     np.diff(cut, prepend=0, append=keys.size))
 
 
 def _max_into(out: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:

@@ -726,3 +726,45 @@ def test_per_episode_cadc_offsets_read_like_separate_runs() -> None:
     run(ex, ins.timer_reset(), ins.write_block(CADC_OFF0, np.full(512, 9)), ins.episode_start(0),
         ins.cadc_trigger(), ins.halt())
     assert core._model is model  # readout registers never recompile the chip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 60), max_size=8), st.lists(st.integers(-5, 70), max_size=40),
+       st.booleans())
+def test_rank_sorted_equals_searchsorted(ref, keys, sort_keys) -> None:
+    """Episode of each event (_assign): the repeat over sorted keys is searchsorted's answer,
+    for unsorted keys too (its fallback)."""
+    from emulator.executor import _rank_sorted
+
+    ref_a = np.sort(np.asarray(ref, np.int64))
+    keys_a = np.asarray(sorted(keys) if sort_keys else keys, np.int64)
+    got = _rank_sorted(ref_a, keys_a)
+    np.testing.assert_array_equal(got, np.searchsorted(ref_a, keys_a, side="right"))
+
+
+_WORD_OPS = [int(i) for i in Instr] + [0x00, 0x7F, 0xFE]  # every instruction and unknown ones
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_WORD_OPS), st.integers(0, (1 << 56) - 1),
+                          st.sampled_from([0, 0xFF, (1 << 32) - 1, (1 << 56) - 1])),
+                max_size=30),
+       st.booleans(), st.integers(0, 7))
+def test_word_check_kernel_and_numpy_twin_agree(words, halt, cut) -> None:
+    """Malformed programs (unknown opcodes, reserved bits, stray or missing DATA, zero counts,
+    bad system ops, words after HALT, a partial last word): kernel and numpy twin stop at the
+    same word with the same error."""
+    from emulator import exec_kernels
+
+    ws = [op << 56 | (payload & mask) for op, payload, mask in words]
+    if halt:
+        ws.append(int(Instr.HALT) << 56)
+    data = np.array(ws, "<u8").tobytes() + b"\x01" * cut
+    runs = []
+    for enabled in (True, False):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(exec_kernels, "ENABLED", enabled)
+            regs = RegisterFile(1)
+            ex = Executor(regs, FakeCore(regs))
+            runs.append((ex.run(data), ex.stats))
+    assert runs[0] == runs[1]
