@@ -509,7 +509,7 @@ class _Run:
         now = times == self.e[frm]
         if now.all():  # (injected spikes always are)
             return by_pos
-        by_time = np.searchsorted(self.ep_start, times, side="right") - 1
+        by_time = _rank_sorted(self.ep_start, times) - 1
         return np.where(now, by_pos, by_time)
 
     def _episodes(self) -> None:
@@ -687,7 +687,8 @@ class _Run:
         if self.cadc_time.size:
             order = np.lexsort((np.arange(self.cadc_time.size), self.cadc_time, self.cadc_ep))
             ep_sorted = self.cadc_ep[order]
-            first = np.searchsorted(ep_sorted, ep_sorted, side="left")
+            new_ep = np.flatnonzero(np.concatenate(([True], ep_sorted[1:] != ep_sorted[:-1])))
+            first = np.repeat(new_ep, np.diff(new_ep, append=ep_sorted.size))
             rank = np.empty(order.size, np.int64)
             rank[order] = np.arange(order.size) - first
             word = _rec(Rec.CADC_HEAD) | ((rank & LABEL_MASK).astype(_U64) << _U64(42))
