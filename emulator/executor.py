@@ -208,6 +208,7 @@ class _Run:
         self.rec = _Records()
         self.n_errors = 0
         self._i_end: np.ndarray | None = None  # I with `end` appended (_async_seq)
+        self._cadc_wait = None  # the core's CADC codes still being written (run_deferred)
 
     # ------------------------------------------------------------------ structure
     def _validate(self) -> tuple[int, int, tuple[int, int, int] | None]:
@@ -605,7 +606,14 @@ class _Run:
             cadc_offset=cadc_offset,
             madc_config=madc_config,
         )
-        result = ex.core.run(batch)
+        deferred = getattr(ex.core, "run_deferred", None)
+        if deferred is not None and sel_c.size == self.cadc_time.size:
+            # one group holds every sample: the core's workers may still write the codes
+            # while the trace records are put together (_cadc_wait before they are packed)
+            result = deferred(batch)
+            self._cadc_wait = getattr(result, "wait", None)
+        else:
+            result = ex.core.run(batch)
         self.core_runs += 1
         out_ep = np.asarray(result.spike_episode, np.int64) + g0
         out_t = self.ep_start[out_ep] + np.asarray(result.spike_time, np.int64)
@@ -621,6 +629,12 @@ class _Run:
         self.regs.add_spike_counts(np.asarray(result.spike_counts))
 
     # ------------------------------------------------------------------ trace
+    def _cadc_ready(self) -> None:
+        """Wait for CADC codes the core's worker still writes (run_deferred)."""
+        wait, self._cadc_wait = self._cadc_wait, None
+        if wait is not None:
+            wait()
+
     def _async_seq(self, times: np.ndarray, ep: np.ndarray) -> np.ndarray:
         """Sort position of an event at elapsed `times` in episode row `ep`: after every
         instruction executed at or before it, but inside its episode (odd: never ties with an
@@ -736,6 +750,7 @@ class _Run:
         head = at + need_sync
         out[head] = word
         rows = np.flatnonzero(cadc_row >= 0)
+        self._cadc_ready()
         if rows.size:
             _put_cadc(out, head[rows] + 1, self.cadc_samples, cadc_row[rows])
         ex = self.ex

@@ -5,6 +5,7 @@ All times are 8 ns ticks counted from the start of the episode they belong to.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,6 +102,14 @@ class EpisodeResult:
     cadc_samples: np.ndarray  # [C, 512] u8, row i answers request i
     madc_values: np.ndarray  # [M] u16
     spike_counts: np.ndarray  # [512] u32 increments of the per-circuit spike counters
+    # AnalogCore.run_deferred: a worker still writes cadc_samples until this future is done
+    pending: Future | None = field(default=None, repr=False, compare=False)
+
+    def wait(self) -> None:
+        """Return once cadc_samples holds every code (raises what the worker raised)."""
+        if self.pending is not None:
+            fut, self.pending = self.pending, None
+            fut.result()
 
     @staticmethod
     def empty(n_cadc: int = 0, n_madc: int = 0) -> EpisodeResult:

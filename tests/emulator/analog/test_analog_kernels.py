@@ -395,3 +395,52 @@ def test_usable_workers_follow_the_host_load(monkeypatch):
 
     monkeypatch.setattr(core_mod.os, "getloadavg", no_load)
     assert core_mod.usable_workers(2) == 2
+
+
+def test_deferred_cadc_codes_equal_run_and_executor_trace():
+    """run_deferred: with a worker free the CADC codes are left to it (pending until wait());
+    the result is run()'s, and an executor that lets the core finish them while it assembles
+    the trace sends the same bytes as one that waits for run()."""
+    from emulator.executor import Executor
+    from protocol import instructions as ins
+    from protocol.records import decode_trace
+
+    par = pnas_core(sim=SimConfig(workers=2, adapt_workers=False))
+    b = pnas_batch(par, 9, seed=5)
+    ref = par.run(b)
+    assert ref.pending is None
+    got = par.run_deferred(b)
+    assert got.pending is not None  # a worker is writing the codes
+    got.wait()
+    assert got.pending is None
+    assert_same(got, ref)
+    serial = pnas_core(sim=SimConfig(workers=1))
+    one = serial.run_deferred(b)
+    assert one.pending is None  # no worker: nothing is left behind
+    assert_same(one, ref)
+
+    class NoDefer:  # the same core seen through run() only
+        def __init__(self, core):
+            self.run = core.run
+
+    sel = b.spike_episode == 0
+    words = ins.program_bytes(ins.program(
+        ins.episode_start(0), ins.cadc_schedule(212, 20),
+        ins.spikes(b.spike_time[sel].astype(np.int64) + 10, b.spike_label[sel]),
+        ins.wait_until(34 * 125), ins.halt()))
+    traces, left = [], []
+    for wrap in (False, True):
+        core = pnas_core(sim=SimConfig(workers=2, adapt_workers=False))
+        if not wrap:
+            orig = core.run_deferred
+
+            def spy(batch, orig=orig):
+                res = orig(batch)
+                left.append(res.pending is not None)
+                return res
+
+            core.run_deferred = spy
+        traces.append(Executor(core.regs, NoDefer(core) if wrap else core).run(words))
+    assert left == [True]  # the executor took the deferred path
+    assert traces[0] == traces[1]
+    assert decode_trace(traces[0]).cadc_samples.shape == (20, 512)
