@@ -76,6 +76,7 @@ def loss_of(args: argparse.Namespace, net: Any) -> PNASLoss:
     """The recipe's loss; args.readout_penalty / readout_bound (tools.train's --readout-penalty
     / --readout-bound) add PNASLoss's readout amplitude penalty."""
     return PNASLoss(readout_scale=args.readout_scale, rho=args.rho, l2=args.l2,
+                    label_smoothing=getattr(args, "label_smoothing", 0.0),
                     readout_penalty=getattr(args, "readout_penalty", 0.0),
                     readout_bound=getattr(args, "readout_bound", 0.0), weights=net.weights())
 

@@ -56,7 +56,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     R.single_thread()
     state = load_checkpoint(args.checkpoint)
     opts = recipe(args, state)
-    train_set, test_set = train_tool.load_data(args.dataset, args.data_dir, opts.input_code)
+    train_set, test_set = train_tool.load_data(args.dataset, args.data_dir, opts.input_code,
+                                               opts.substeps)
     if args.max_test is not None:
         test_set = _head(test_set, args.max_test)
     net = train_tool.build_network(opts, train_set.n_inputs,

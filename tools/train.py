@@ -246,6 +246,7 @@ def _main(args: argparse.Namespace) -> int:
             net.connect(backend)
             reference = backend.reference()
         loss = PNASLoss(readout_scale=args.readout_scale, rho=args.rho, l2=args.l2,
+                        label_smoothing=args.label_smoothing,
                         weights=net.weights(), readout_penalty=args.readout_penalty,
                         readout_bound=args.readout_bound)
         config = TrainConfig(epochs=args.epochs, lr=args.lr, lr_decay=args.lr_decay,
@@ -292,6 +293,7 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
         "input_code": args.input_code,
         "substeps": args.substeps,
         "rho": args.rho,
+        "label_smoothing": args.label_smoothing,
         "input_dropout": args.input_dropout,
         "dropout": args.dropout,
         "flip": args.flip,
@@ -371,6 +373,8 @@ def parser() -> argparse.ArgumentParser:
       help="spike-count regulariser weight (PNAS Eq. 6; default 1e-3 for digits, 0.3 for "
            "fashion-mnist, 0 for mnist)")
     a("--l2", type=float, default=0.0, help="weight L2")
+    a("--label-smoothing", type=float, default=0.0,
+      help="spread this much of each target over all classes (default 0)")
     a("--readout-scale", type=float, default=5.0, help="factor on the readout maxima before the "
       "softmax (default 5)")
     a("--readout-penalty", type=float, default=0.0,

@@ -75,6 +75,8 @@ class PNASLoss:
     """loss_fn(y, labels) -> scalar; `terms` returns the parts for logging.
 
     readout_scale: factor on the max-over-time membranes before the softmax.
+    label_smoothing: target mass spread evenly over all classes (torch's cross_entropy option):
+    the readout is not pushed to ever larger margins on training images it already gets right.
     rho: spike-count regulariser weight (PNAS Eq. 6). readout_penalty / readout_bound: amplitude
     penalty on readout membranes beyond the bound. l2 / weights: weight L2 on the given tensors
     (pass `net.weights()`).
@@ -85,6 +87,7 @@ class PNASLoss:
         *,
         readout_scale: float = 2.0,
         rho: float = 0.0,
+        label_smoothing: float = 0.0,
         readout_penalty: float = 0.0,
         readout_bound: float = 0.0,
         l2: float = 0.0,
@@ -95,6 +98,9 @@ class PNASLoss:
         for name, v in (("rho", rho), ("readout_penalty", readout_penalty), ("l2", l2)):
             if v < 0:
                 raise ConfigError(f"{name} must be >= 0, got {v}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
         self.readout_scale, self.rho = readout_scale, rho
         self.readout_penalty, self.readout_bound = readout_penalty, readout_bound
         self.l2, self.weights = l2, list(weights)
@@ -103,7 +109,7 @@ class PNASLoss:
 
     def terms(self, y: NetworkOutput, labels: Tensor) -> LossTerms:
         z = logits(y.readout, self.readout_scale)
-        nll = F.cross_entropy(z, labels.to(z.device).long())
+        nll = F.cross_entropy(z, labels.to(z.device).long(), label_smoothing=self.label_smoothing)
         zero = torch.zeros((), dtype=z.dtype, device=z.device)
         spikes = spike_count_regularizer(y.hidden_spikes, self.rho) if self.rho > 0 else zero
         amplitude = (

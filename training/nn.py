@@ -624,11 +624,11 @@ class Network(nn.Module):
             raise ConfigError(
                 f"input spikes must be [time, batch, {self.n_in}], got {tuple(x.shape)}"
             )
-        if x.shape[0] % self.substeps:
+        if self.substeps > 1 and x.shape[0] != self.n_steps * self.substeps:
             raise ConfigError(
-                f"input spikes have {x.shape[0]} time steps, not a multiple of the network's "
-                f"{self.substeps} substeps per step (build the data with "
-                f"Encoding(substeps={self.substeps}))"
+                f"input spikes have {x.shape[0]} time steps; this network takes "
+                f"{self.n_steps} steps of {self.substeps} substeps ({self.n_steps * self.substeps};"
+                f" build the data with Encoding(substeps={self.substeps}))"
             )
         return x.to(self.layers[0].weight.dtype)
 

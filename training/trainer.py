@@ -162,6 +162,13 @@ def train(
     Seeds torch's global RNG with config.seed (dropout masks), so runs are reproducible.
     """
     config = config or TrainConfig()
+    for name, ds in (("training", train_set), ("test", test_set)):
+        enc = getattr(ds, "enc", None)
+        if enc is not None and getattr(enc, "substeps", 1) != net.substeps:
+            raise ConfigError(
+                f"the {name} set's spikes come with {enc.substeps} substeps per step, the "
+                f"network takes {net.substeps}: build both with the same substeps"
+            )
     threads_before = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)

@@ -49,6 +49,16 @@ def test_sim_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert out["hidden_spikes_per_sample"] >= 0 and len(out["history"]) == 2
 
 
+def test_sub_steps_and_label_smoothing_reach_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--sim", *SMALL, "--epochs", "1", "--json", "--substeps", "2",
+            "--label-smoothing", "0.1"]
+    assert cli(argv) == 0
+    out = _json(capsys)
+    assert out["substeps"] == 2 and out["label_smoothing"] == 0.1
+    assert cli(["--sim", *SMALL, "--epochs", "1", "--json"]) == 0
+    assert _json(capsys)["substeps"] == 1  # the digits recipe
+
+
 def test_sim_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["--sim", *SMALL, "--epochs", "1"]) == 0
     captured = capsys.readouterr()
@@ -116,6 +126,8 @@ def test_another_chips_calibration_is_refused(cal_file: Path,
         ["--sim", *SMALL, "--epochs", "1", "--calibrate"],
         ["--board", "emu://", *SMALL, "--epochs", "1", "--calibrate", "--calibration", "x"],
         ["--sim", *SMALL, "--epochs", "-1"],
+        ["--sim", *SMALL, "--epochs", "1", "--substeps", "0"],
+        ["--sim", *SMALL, "--epochs", "1", "--label-smoothing", "1.0"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -88,3 +88,20 @@ def test_disabled_terms_are_zero_and_bad_settings_refused() -> None:
         PNASLoss(rho=-1.0)
     with pytest.raises(ConfigError, match="weights"):
         PNASLoss(l2=1e-3)
+
+
+def test_label_smoothing_spreads_the_target_over_all_classes() -> None:
+    readout = torch.zeros(2, 1, 3)
+    readout[1, 0] = torch.tensor([0.5, 0.1, -0.2])
+    labels = torch.tensor([0])
+    z = torch.tensor([2.5, 0.5, 0.0])  # readout_scale 5 times the max over time
+    logp = z - torch.logsumexp(z, 0)
+    eps = 0.3
+    expected = -((1 - eps) * logp[0] + eps * logp.mean())
+    t = PNASLoss(readout_scale=5.0, label_smoothing=eps).terms(_output(readout, []), labels)
+    assert float(t.nll) == pytest.approx(float(expected), rel=1e-6)
+    plain = PNASLoss(readout_scale=5.0).terms(_output(readout, []), labels)
+    assert float(plain.nll) == pytest.approx(float(-logp[0]), rel=1e-6)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="label_smoothing"):
+            PNASLoss(label_smoothing=bad)

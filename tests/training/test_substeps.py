@@ -74,8 +74,9 @@ def test_gradients_reach_the_weights_through_sub_step_inputs() -> None:
 
 def test_inputs_must_come_in_whole_steps() -> None:
     net = nn.pnas_network(16, 12, 3, substeps=4)
-    with pytest.raises(ConfigError, match="multiple of the network's 4 substeps"):
-        net(torch.zeros(nn.N_STEPS * 4 - 1, 2, 16))
+    for steps in (nn.N_STEPS, nn.N_STEPS * 4 - 4, nn.N_STEPS * 4 + 1):
+        with pytest.raises(ConfigError, match="takes 20 steps of 4 substeps"):
+            net(torch.zeros(steps, 2, 16))
     with pytest.raises(ConfigError, match="substeps"):
         nn.pnas_network(16, 12, 3, substeps=0)
     with pytest.raises(ConfigError, match="substeps"):
@@ -100,3 +101,17 @@ def test_the_encoding_keeps_spike_times_to_a_quarter_step() -> None:
     # one step = four sub-steps: the coarse code is the fine one divided by 4
     coarse = latency_bins(x, Encoding())
     assert torch.equal(torch.where(bins >= 0, bins // 4, bins), coarse)
+
+
+def test_training_refuses_data_of_another_sub_step_grid() -> None:
+    from training.loss import PNASLoss
+    from training.trainer import TrainConfig, train
+
+    x = torch.rand(6, 16)
+    ds = SpikeDataset(x, torch.arange(6) % 3, Encoding(substeps=4))
+    net = nn.pnas_network(16, 8, 3)
+    with pytest.raises(ConfigError, match="4 substeps per step, the network takes 1"):
+        train(net, PNASLoss(), ds, None, TrainConfig(epochs=1))
+    net4 = nn.pnas_network(16, 8, 3, substeps=4)
+    result = train(net4, PNASLoss(), ds, ds, TrainConfig(epochs=1, batch_size=3))
+    assert result.last is not None and result.last.test_accuracy is not None
