@@ -9,7 +9,8 @@ Through the whole stack: hostdriver program encode -> link/frames -> in-process 
 network shape (Linear 256->246, Leaky, Linear 246->10, Leaky without reset) for 20 steps on the
 same batch size, in the same process, at its better of 1 and all threads; all runs interleaved.
 Prints one JSON object (rates, ratios, median wall and CPU ms per batch, whether the numba
-kernels ran).
+kernels ran, and where the stack's time goes: `stack_stage_ms` / `stack_stage_cpu_ms`, from
+extra batches after the timed ones).
 
     python bench/emulator.py [--batch 256] [--repeats 5] [--core-only]
 """
@@ -109,6 +110,76 @@ def stack_fn(batch: int, out: dict):
     return run
 
 
+_STAGES = (  # (stage, module, attribute path): the stack's steps, timed by wrapping them
+    ("program_encode", "hostdriver.program", "Program.episodes"),
+    ("board_run", "hostdriver.board", "Board.run"),
+    ("executor", "emulator.executor", "_Run.execute"),
+    ("core", "emulator.analog.core", "AnalogCore._run"),
+    ("trace_decode", "protocol.records", "decode_trace"),
+    ("episode_data", "hostdriver.traces", "EpisodeData.from_trace"),
+)
+
+
+def stage_times(run, batches: int) -> tuple[dict, dict]:
+    """Median wall and process-CPU ms per batch of each step of the stack (its functions
+    wrapped for `batches` extra calls of run, after the timed ones): program encode, link and
+    transport both ways (Board.run less the executor and the decode), executor beyond the core,
+    AnalogCore (its worker threads' CPU included), trace decode, EpisodeData."""
+    import importlib
+
+    acc: dict = {}
+    undo = []
+    for name, mod, path in _STAGES:
+        owner = importlib.import_module(mod)
+        *outer, attr = path.split(".")
+        for part in outer:
+            owner = getattr(owner, part)
+        fn = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+        is_cm = isinstance(fn, classmethod)
+
+        def timed(*a, _fn=fn.__func__ if is_cm else fn, _name=name, **k):
+            w0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return _fn(*a, **k)
+            finally:
+                w, c = acc.setdefault(_name, ([0.0], [0.0]))
+                w[-1] += time.perf_counter() - w0
+                c[-1] += time.process_time() - c0
+
+        setattr(owner, attr, classmethod(timed) if is_cm else timed)
+        undo.append((owner, attr, fn))
+    per: dict = {}
+    try:
+        for _ in range(batches):
+            for w, c in acc.values():
+                w.append(0.0)
+                c.append(0.0)
+            w0, c0 = time.perf_counter(), time.process_time()
+            run()
+            for key, val in (("total", (time.perf_counter() - w0, time.process_time() - c0)),):
+                per.setdefault(key, []).append(val)
+            for name, (w, c) in acc.items():
+                per.setdefault(name, []).append((w[-1], c[-1]))
+    finally:
+        for owner, attr, fn in reversed(undo):
+            setattr(owner, attr, fn)
+    med = {k: [statistics.median(x[i] for x in v) * 1e3 for i in (0, 1)] for k, v in per.items()}
+    out_w, out_c = {}, {}
+    for i, out in ((0, out_w), (1, out_c)):
+        g = {k: v[i] for k, v in med.items()}
+        out.update({
+            "program_encode": g.get("program_encode", 0.0),
+            "link_transport": g.get("board_run", 0.0) - g.get("executor", 0.0)
+            - g.get("trace_decode", 0.0),
+            "executor_beyond_core": g.get("executor", 0.0) - g.get("core", 0.0),
+            "core": g.get("core", 0.0),
+            "trace_decode": g.get("trace_decode", 0.0),
+            "episode_data": g.get("episode_data", 0.0),
+            "total": g.get("total", 0.0),
+        })
+    return ({k: round(v, 2) for k, v in out_w.items()}, {k: round(v, 2) for k, v in out_c.items()})
+
+
 def snntorch_fn(batch: int, threads: int):
     import snntorch as snn
 
@@ -153,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     for th in threads:
         fns[f"snntorch_{th}"] = snntorch_fn(n, th)
     cpu: dict = {}
+    stages = None
     try:
         sec = interleaved(fns, args.repeats, cpu)
+        if "stack" in fns:
+            stages = stage_times(fns["stack"], args.repeats)
     finally:
         if "board" in info:
             info.pop("board").close()
@@ -181,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     # ~10 %): the cost itself, where wall time also counts waiting for a busy core
     res["cpu_ms_per_batch"] = {k: round(v * 1e3, 2) for k, v in cpu.items()}
     res["kernels"] = info.get("kernels")
+    if stages is not None:
+        # the stack's steps (medians of `repeats` extra batches, run after the timed ones with
+        # the steps' functions wrapped): wall ms and process CPU ms per batch
+        res["stack_stage_ms"], res["stack_stage_cpu_ms"] = stages
     print(json.dumps(res))
     return 0
 
