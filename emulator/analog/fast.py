@@ -360,7 +360,7 @@ def follow_spikes(p: TorchParams, n: int, flat: torch.Tensor, seg_all: torch.Ten
     flat_np = flat.numpy()
     n_i_np = flat_np % n
     n_i = torch.from_numpy(n_i_np)
-    e_i = torch.from_numpy(flat_np // n)
+    e_i_np = flat_np // n
     e_th = p.e_eff[n_i]
     v_cols = e_th + seg_all
     if flat.numel() == 0:
@@ -391,8 +391,9 @@ def follow_spikes(p: TorchParams, n: int, flat: torch.Tensor, seg_all: torch.Ten
         kr = np.empty(s, _I64)
         ts = kernels.fs_release_args(seg, cols, x, span, lam, t0, lp, tref_all[cols], rdt_c,
                                      t1, tr, kr, arg, u)
-        sel_e, sel_n = e_i[cols], n_i[cols]
-        spikes.add(sel_e, sel_n, torch.from_numpy(ts), torch.from_numpy(j - 1))
+        # (numpy gathers: a torch index by a numpy array converts it first)
+        spikes.add(torch.from_numpy(e_i_np[cols]), torch.from_numpy(n_i_np[cols]),
+                   torch.from_numpy(ts), torch.from_numpy(j - 1))
         em = torch.expm1(torch.from_numpy(arg)).numpy()
         r0n = np.empty(s, np.float32)
         dec_t = np.empty((t1, s), np.float32)
