@@ -121,8 +121,8 @@ class InputDropout(torch.utils.data.Dataset):
 class _Bars:
     """One tqdm bar per epoch on stderr (hidden with --json or when stderr is no terminal)."""
 
-    def __init__(self, enabled: bool, epochs: int) -> None:
-        self.enabled, self.epochs = enabled, epochs
+    def __init__(self, enabled: bool, epochs: int, label: str = "epoch") -> None:
+        self.enabled, self.epochs, self.label = enabled, epochs, label
         self.bar: tqdm | None = None
         self.epoch = -1
 
@@ -130,7 +130,7 @@ class _Bars:
         if epoch != self.epoch:
             self.close()
             self.epoch = epoch
-            self.bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{self.epochs}",
+            self.bar = tqdm(total=n_batches, desc=f"{self.label} {epoch + 1}/{self.epochs}",
                             unit="batch", file=sys.stderr, dynamic_ncols=True, leave=True,
                             disable=None if self.enabled else True)
         assert self.bar is not None
@@ -217,13 +217,18 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace) -> int:
     from training import board as tb
     from training.loss import PNASLoss
-    from training.trainer import TrainConfig, train
+    from training.trainer import TrainConfig
 
     for name, value in RECIPES[args.dataset].items():  # per-dataset defaults
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.substeps < 1:
         raise ConfigError(f"--substeps must be >= 1, got {args.substeps}")
+    if args.pretrain_epochs < 0 or (args.pretrain_epochs and args.sim):
+        raise ConfigError("--pretrain-epochs N (>= 0) is for board runs: N epochs in software, "
+                          "then --epochs in the loop")
+    if args.finetune_lr is None:
+        args.finetune_lr = args.lr / 4
     train_set, test_set = load_data(args.dataset, args.data_dir, args.input_code, args.substeps)
     n_out = max(train_set.n_classes, test_set.n_classes)
     net = build_network(args, train_set.n_inputs, n_out)
@@ -232,6 +237,7 @@ def _main(args: argparse.Namespace) -> int:
     backend = None
     reference = None
     serial = None
+    pretrain = None
     t0 = time.perf_counter()
     try:
         if not args.sim:
@@ -249,42 +255,81 @@ def _main(args: argparse.Namespace) -> int:
                         label_smoothing=args.label_smoothing,
                         weights=net.weights(), readout_penalty=args.readout_penalty,
                         readout_bound=args.readout_bound)
-        config = TrainConfig(epochs=args.epochs, lr=args.lr, lr_decay=args.lr_decay,
+        data = train_set
+        if args.flip or args.shift:
+            from training.data import ImageAugment
+
+            data = ImageAugment(data, flip=args.flip, shift=args.shift)
+        if args.input_dropout:
+            data = InputDropout(data, args.input_dropout)
+        if args.pretrain_epochs:
+            pretrain = _pretrain(args, net, backend, loss, data, test_set)
+        config = TrainConfig(epochs=args.epochs, lr=args.finetune_lr if args.pretrain_epochs
+                             else args.lr, lr_decay=args.lr_decay,
                              batch_size=args.batch_size, seed=args.seed,
                              max_batches=args.max_batches, threads=args.threads,
                              schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup)
-        bars = _Bars(enabled=not args.json, epochs=args.epochs)
-
-        def on_epoch(m: Any) -> None:
-            bars.close()
-            if not args.json:
-                test = "" if m.test_accuracy is None else \
-                    f", test {m.test_accuracy:.2%} ({m.test_hidden_spikes_per_sample:.1f} spikes)"
-                print(f"epoch {m.epoch}: loss {m.train_loss:.4f}, train {m.train_accuracy:.2%}"
-                      f"{test}, {m.samples_per_s:.0f} samples/s", file=sys.stderr, flush=True)
-
-        try:
-            data = train_set
-            if args.flip or args.shift:
-                from training.data import ImageAugment
-
-                data = ImageAugment(data, flip=args.flip, shift=args.shift)
-            if args.input_dropout:
-                data = InputDropout(data, args.input_dropout)
-            result = train(net, loss, data, test_set, config,
-                           checkpoint_dir=args.checkpoint, resume=args.resume,
-                           calibration=reference, progress=bars, on_epoch=on_epoch)
-        finally:
-            bars.close()
+        result = _run(args, net, loss, data, test_set, config, args.checkpoint, reference,
+                      label="epoch")
     finally:
         if board is not None:
             board.close()
     seconds = time.perf_counter() - t0
-    return _report(args, result, serial, backend, seconds)
+    return _report(args, result, serial, backend, seconds, pretrain)
+
+
+def _run(args: argparse.Namespace, net: Any, loss: Any, data: Any, test_set: Any, config: Any,
+         checkpoint: str | Path | None, reference: Any, label: str) -> Any:
+    """One training phase with progress bars and a line per epoch on stderr."""
+    from training.trainer import LAST, train
+
+    bars = _Bars(enabled=not args.json, epochs=config.epochs, label=label)
+
+    def on_epoch(m: Any) -> None:
+        bars.close()
+        if not args.json:
+            test = "" if m.test_accuracy is None else \
+                f", test {m.test_accuracy:.2%} ({m.test_hidden_spikes_per_sample:.1f} spikes)"
+            print(f"{label} {m.epoch}: loss {m.train_loss:.4f}, train {m.train_accuracy:.2%}"
+                  f"{test}, {m.samples_per_s:.0f} samples/s", file=sys.stderr, flush=True)
+
+    # with --pretrain-epochs a resumed run may not have reached this phase yet
+    resume = args.resume and (checkpoint is None or (Path(checkpoint) / LAST).exists()
+                              or not args.pretrain_epochs)
+    try:
+        return train(net, loss, data, test_set, config, checkpoint_dir=checkpoint,
+                     resume=resume, calibration=reference, progress=bars, on_epoch=on_epoch)
+    finally:
+        bars.close()
+
+
+def _pretrain(args: argparse.Namespace, net: Any, backend: Any, loss: Any, data: Any,
+              test_set: Any) -> dict[str, Any]:
+    """--pretrain-epochs: train in software first, with the weight scale the board adopted
+    (so the weights keep their meaning on the chip), then reattach the board."""
+    from training.trainer import TrainConfig
+
+    t0 = time.perf_counter()
+    net.connect("sim")
+    config = TrainConfig(epochs=args.pretrain_epochs, lr=args.lr, lr_decay=args.lr_decay,
+                         batch_size=args.batch_size, seed=args.seed,
+                         max_batches=args.max_batches, threads=args.threads,
+                         schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup)
+    ckpt = Path(args.checkpoint) / "pretrain" if args.checkpoint else None
+    result = _run(args, net, loss, data, test_set, config, ckpt, None, label="pretrain epoch")
+    net.connect(backend)
+    last = result.last
+    return {"epochs": len(result.history), "lr": args.lr,
+            "test_accuracy": None if last is None else last.test_accuracy,
+            "hidden_spikes_per_sample": None if last is None
+            else last.test_hidden_spikes_per_sample,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "history": [{"epoch": h.epoch, "train_accuracy": h.train_accuracy,
+                         "test_accuracy": h.test_accuracy} for h in result.history]}
 
 
 def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: Any,
-            seconds: float) -> int:
+            seconds: float, pretrain: dict[str, Any] | None = None) -> int:
     new = result.history[result.start_epoch:]
     last = result.last
     rates = [h.samples_per_s for h in new]
@@ -299,7 +344,7 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
         "flip": args.flip,
         "shift": args.shift,
         "schedule": args.schedule,
-        "lr": args.lr,
+        "lr": args.finetune_lr if args.pretrain_epochs else args.lr,
         "lr_decay": args.lr_decay,
         "mode": "sim" if args.sim else "board",
         "board": None if args.sim else args.board,
@@ -320,6 +365,8 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
             for h in result.history
         ],
     }
+    if pretrain is not None:
+        obj["pretrain"] = pretrain
     if backend is not None and backend.mapping is not None:
         obj["mapping"] = backend.mapping.summary()
     if args.json:
@@ -330,7 +377,9 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
         return _cli.EXIT_OK
     where = "in software (--sim)" if args.sim else \
         f"on chip {serial:016X}{'' if obj['calibrated'] else ' (uncalibrated)'}"
-    print(f"{args.dataset}: {len(result.history)} epochs {where} in {seconds:.1f} s")
+    before = "" if pretrain is None else \
+        f" after {pretrain['epochs']} in software ({pretrain['test_accuracy']:.2%})"
+    print(f"{args.dataset}: {len(result.history)} epochs {where}{before} in {seconds:.1f} s")
     if last.test_accuracy is not None:
         print(f"test accuracy {last.test_accuracy:.2%}, "
               f"{last.test_hidden_spikes_per_sample:.1f} hidden spikes per sample")
@@ -397,6 +446,11 @@ def parser() -> argparse.ArgumentParser:
     a("--shift", type=int, default=None,
       help="augmentation: translate each training image by up to this many pixels "
            "(default 0)")
+    a("--pretrain-epochs", type=int, default=0,
+      help="board runs: first train this many epochs in software (with the chip's weight "
+           "scale), then --epochs in the loop; checkpoints of that phase go to DIR/pretrain")
+    a("--finetune-lr", type=float, default=None,
+      help="learning rate of the in-the-loop phase after --pretrain-epochs (default --lr / 4)")
     a("--substeps", type=int, default=None,
       help="input spike times on a grid of 1.7 us / N (the chip gets them at those times, the "
            "model integrates them exactly; default 4 for fashion-mnist and mnist, else 1)")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 import calibration
 import hostdriver
@@ -76,6 +77,29 @@ def test_board_run_with_a_calibration_file(cal_file: Path,
     assert out["test_accuracy"] is not None and out["train_samples_per_s"] > 0
 
 
+def test_software_pretraining_then_the_loop_and_resume(cal_file: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "ckpt"
+    base = ["--board", "emu://", *SMALL, "--calibration", str(cal_file), "--checkpoint",
+            str(ckpt), "--json", "--pretrain-epochs", "2", "--lr", "4e-3"]
+    assert cli([*base, "--epochs", "1"]) == 0
+    first = _json(capsys)
+    assert first["mode"] == "board" and first["epochs"] == 1 and first["lr"] == 1e-3
+    assert first["pretrain"]["epochs"] == 2 and len(first["pretrain"]["history"]) == 2
+    assert (ckpt / "pretrain" / "last.pt").is_file() and (ckpt / "last.pt").is_file()
+    # the software phase keeps the weight scale the board adopted: the chip runs its weights
+    state = torch.load(ckpt / "pretrain" / "last.pt", weights_only=False)
+    chip = torch.load(ckpt / "last.pt", weights_only=False)
+    assert torch.equal(state["model"]["layers.0.scale"], chip["model"]["layers.0.scale"])
+    assert float(state["model"]["layers.0.scale"]) != pytest.approx(1 / 16)
+    # resuming skips the finished software phase and continues the loop
+    assert cli([*base, "--epochs", "2", "--resume"]) == 0
+    second = _json(capsys)
+    assert second["resumed_from_epoch"] == 1 and second["epochs"] == 2
+    assert second["pretrain"]["history"] == first["pretrain"]["history"]
+    assert second["history"][0] == first["history"][0]
+
+
 def test_calibrate_checkpoint_and_resume(cal_file: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = tmp_path / "ckpt"
@@ -128,6 +152,7 @@ def test_another_chips_calibration_is_refused(cal_file: Path,
         ["--sim", *SMALL, "--epochs", "-1"],
         ["--sim", *SMALL, "--epochs", "1", "--substeps", "0"],
         ["--sim", *SMALL, "--epochs", "1", "--label-smoothing", "1.0"],
+        ["--sim", *SMALL, "--epochs", "1", "--pretrain-epochs", "2"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
