@@ -268,7 +268,8 @@ def _main(args: argparse.Namespace) -> int:
                              else args.lr, lr_decay=args.lr_decay,
                              batch_size=args.batch_size, seed=args.seed,
                              max_batches=args.max_batches, threads=args.threads,
-                             schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup)
+                             schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup,
+                             average=args.ema)
         result = _run(args, net, loss, data, test_set, config, args.checkpoint, reference,
                       label="epoch")
     finally:
@@ -314,7 +315,8 @@ def _pretrain(args: argparse.Namespace, net: Any, backend: Any, loss: Any, data:
     config = TrainConfig(epochs=args.pretrain_epochs, lr=args.lr, lr_decay=args.lr_decay,
                          batch_size=args.batch_size, seed=args.seed,
                          max_batches=args.max_batches, threads=args.threads,
-                         schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup)
+                         schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup,
+                         average=args.ema)
     ckpt = Path(args.checkpoint) / "pretrain" if args.checkpoint else None
     result = _run(args, net, loss, data, test_set, config, ckpt, None, label="pretrain epoch")
     net.connect(backend)
@@ -339,6 +341,7 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
         "substeps": args.substeps,
         "rho": args.rho,
         "label_smoothing": args.label_smoothing,
+        "ema": args.ema,
         "input_dropout": args.input_dropout,
         "dropout": args.dropout,
         "flip": args.flip,
@@ -422,6 +425,9 @@ def parser() -> argparse.ArgumentParser:
       help="spike-count regulariser weight (PNAS Eq. 6; default 1e-3 for digits, 0.3 for "
            "fashion-mnist, 0 for mnist)")
     a("--l2", type=float, default=0.0, help="weight L2")
+    a("--ema", type=float, default=0.0,
+      help="keep an exponential moving average of the weights with this decay per step (e.g. "
+           "0.998), test with it and end with it (default 0: off)")
     a("--label-smoothing", type=float, default=0.0,
       help="spread this much of each target over all classes (default 0)")
     a("--readout-scale", type=float, default=5.0, help="factor on the readout maxima before the "

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from hostdriver.atomic import atomic_open
 from protocol.errors import ConfigError, TrainingError
+from training.averaging import WeightAverage
 from training.data import make_loader
 from training.loss import PNASLoss, accuracy
 from training.nn import Network
@@ -50,7 +51,10 @@ class TrainConfig:
     schedule: "exponential" (lr * (1 - lr_decay)^epoch, PNAS) or "cosine" (anneals from lr to
     lr * lr_floor over `epochs`, per batch: for a fixed budget of epochs the last ones then
     refine at a small step instead of stopping mid-way down an exponential).
-    warmup: epochs of linear warm-up before the cosine (0: none)."""
+    warmup: epochs of linear warm-up before the cosine (0: none).
+    average: decay of an exponential moving average of the weights (training/averaging.py),
+    updated after every step; the test pass uses the averaged weights and the trained network
+    ends with them (0: off)."""
 
     epochs: int = 10
     lr: float = 1.5e-3
@@ -63,6 +67,7 @@ class TrainConfig:
     schedule: str = "exponential"
     lr_floor: float = 0.02
     warmup: float = 0.0
+    average: float = 0.0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -75,6 +80,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0 and lr_decay in [0, 1): {self}")
         if self.threads is not None and self.threads <= 0:
             raise ConfigError(f"threads must be positive, got {self.threads}")
+        if not 0.0 <= self.average < 1.0:
+            raise ConfigError(f"average (a decay) must be in [0, 1), got {self.average}")
 
 
 @dataclass
@@ -209,11 +216,17 @@ def _train(
     n_batches = len(loader) if config.max_batches is None else min(len(loader), config.max_batches)
     scheduler = _scheduler(optimizer, config, n_batches)
     ckpt_path = Path(checkpoint_dir) / LAST if checkpoint_dir is not None else None
+    average = WeightAverage(net, config.average) if config.average > 0 else None
     if resume:
         if ckpt_path is None:
             raise ConfigError("resume=True needs a checkpoint_dir")
         state = load_checkpoint(ckpt_path)
         _restore(state, net, optimizer, scheduler, shuffle, calibration, ckpt_path)
+        if average is not None:
+            if state.get("average") is not None:
+                average.load_state_dict(state["average"])
+            else:  # a checkpoint from a run without averaging: start it here
+                average = WeightAverage(net, config.average)
         result.start_epoch = state["epoch"]
         result.history = [EpochMetrics(**h) for h in state["history"]]
 
@@ -234,6 +247,8 @@ def _train(
             loss.backward()
             optimizer.step()
             net.clamp_weights_()
+            if average is not None:
+                average.update(net)
             if config.schedule == "cosine":
                 scheduler.step()
             k = len(labels)
@@ -257,7 +272,11 @@ def _train(
             seconds=seconds,
         )
         if test_set is not None:
-            ev = evaluate(net, loss_fn, test_set, config.eval_batch_size)
+            if average is not None:
+                with average.applied(net):
+                    ev = evaluate(net, loss_fn, test_set, config.eval_batch_size)
+            else:
+                ev = evaluate(net, loss_fn, test_set, config.eval_batch_size)
             metrics.test_loss, metrics.test_accuracy = ev.loss, ev.accuracy
             metrics.test_hidden_spikes_per_sample = ev.hidden_spikes_per_sample
         result.history.append(metrics)
@@ -272,9 +291,12 @@ def _train(
                 calibration=calibration,
                 config=asdict(config),
                 shuffle=shuffle,
+                average=average,
             )
         if on_epoch is not None:
             on_epoch(metrics)
+    if average is not None:
+        average.copy_to(net)
     return result
 
 
@@ -312,6 +334,7 @@ def save_checkpoint(
     calibration: dict | None = None,
     config: dict | None = None,
     shuffle: torch.Generator | None = None,
+    average: WeightAverage | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file in the same directory, fsync, os.replace)."""
     path = Path(path)
@@ -327,6 +350,7 @@ def save_checkpoint(
         "history": history or [],
         "calibration": calibration,
         "config": config,
+        "average": average.state_dict() if average is not None else None,
         "rng": {
             "torch": torch.get_rng_state(),
             "shuffle": shuffle.get_state() if shuffle is not None else None,
@@ -356,13 +380,20 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_into(net: Network, state: dict, path: str | Path = "<checkpoint>") -> None:
-    """Load a checkpoint's weights into net, refusing another architecture."""
+def load_into(
+    net: Network, state: dict, path: str | Path = "<checkpoint>", *, averaged: bool = True
+) -> None:
+    """Load a checkpoint's weights into net, refusing another architecture. averaged: where
+    the run kept a weight average (TrainConfig.average), load those (the evaluated weights)."""
     if state["network"] != net.describe():
         raise TrainingError(
             f"checkpoint {path} holds network {state['network']}, this one is {net.describe()}"
         )
     net.load_state_dict(state["model"])
+    if averaged and state.get("average") is not None:
+        average = WeightAverage(net, float(state["average"]["decay"]))
+        average.load_state_dict(state["average"])
+        average.copy_to(net)
 
 
 def _restore(
@@ -379,7 +410,7 @@ def _restore(
             f"checkpoint {path} was made with calibration {state.get('calibration')!r}, "
             f"this run uses {calibration!r}; resume with the same calibration or start afresh"
         )
-    load_into(net, state, path)
+    load_into(net, state, path, averaged=False)
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     if state["scheduler"] is not None:

@@ -52,10 +52,10 @@ def test_sim_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_sub_steps_and_label_smoothing_reach_the_run(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--sim", *SMALL, "--epochs", "1", "--json", "--substeps", "2",
-            "--label-smoothing", "0.1"]
+            "--label-smoothing", "0.1", "--ema", "0.9"]
     assert cli(argv) == 0
     out = _json(capsys)
-    assert out["substeps"] == 2 and out["label_smoothing"] == 0.1
+    assert out["substeps"] == 2 and out["label_smoothing"] == 0.1 and out["ema"] == 0.9
     assert cli(["--sim", *SMALL, "--epochs", "1", "--json"]) == 0
     assert _json(capsys)["substeps"] == 1  # the digits recipe
 
@@ -153,6 +153,7 @@ def test_another_chips_calibration_is_refused(cal_file: Path,
         ["--sim", *SMALL, "--epochs", "1", "--substeps", "0"],
         ["--sim", *SMALL, "--epochs", "1", "--label-smoothing", "1.0"],
         ["--sim", *SMALL, "--epochs", "1", "--pretrain-epochs", "2"],
+        ["--sim", *SMALL, "--epochs", "1", "--ema", "1.0"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
