@@ -752,7 +752,9 @@ class _Run:
         rows = np.flatnonzero(cadc_row >= 0)
         self._cadc_ready()
         if rows.size:
-            _put_cadc(out, head[rows] + 1, self.cadc_samples, cadc_row[rows])
+            # (a core that ran on several workers just now found a second core free)
+            split = int(getattr(self.ex._core, "workers_used", 1)) > 1
+            _put_cadc(out, head[rows] + 1, self.cadc_samples, cadc_row[rows], split)
         ex = self.ex
         ex.timer = int(self.e_halt - self.off_halt)
         return out
@@ -949,16 +951,19 @@ PARALLEL_CADC_BLOCKS = 1024
 _pack_pool: ThreadPoolExecutor | None = None
 
 
-def _put_cadc(out: np.ndarray, at: np.ndarray, samples: np.ndarray, rows: np.ndarray) -> None:
-    """out[at[r]:at[r] + CADC_DATA_WORDS] = the CADC_DATA words of samples[rows[r]]."""
+def _put_cadc(out: np.ndarray, at: np.ndarray, samples: np.ndarray, rows: np.ndarray,
+              split: bool = False) -> None:
+    """out[at[r]:at[r] + CADC_DATA_WORDS] = the CADC_DATA words of samples[rows[r]]; split: a
+    second core is free (the analog core's last run had workers), a long trace's blocks go in
+    two halves at once."""
     if exec_kernels.use() and sys.byteorder == "little" and CADC_SAMPLES_PER_WORD == 7:
-        # straight into the trace's words; a long trace's blocks in two halves at once where
-        # the host has a core free (the kernel releases the GIL; disjoint words: same bytes)
+        # straight into the trace's words; two halves at once (the kernel releases the GIL;
+        # disjoint words: the same bytes)
         at = np.ascontiguousarray(at, np.int64)
         samples = np.ascontiguousarray(samples)
         rows = np.ascontiguousarray(rows, np.int64)
         head = np.uint8(Rec.CADC_DATA)
-        half = rows.size // 2 if rows.size >= PARALLEL_CADC_BLOCKS and _free_cores() else 0
+        half = rows.size // 2 if split and rows.size >= PARALLEL_CADC_BLOCKS else 0
         if half:
             global _pack_pool
             if _pack_pool is None:
@@ -973,13 +978,6 @@ def _put_cadc(out: np.ndarray, at: np.ndarray, samples: np.ndarray, rows: np.nda
         exec_kernels.cadc_blocks(out, at, samples, rows, head)
         return
     out[at[:, None] + np.arange(CADC_DATA_WORDS)] = _pack_cadc(samples[rows])
-
-
-def _free_cores() -> bool:
-    """Whether a second thread would find a core of its own (the analog core's load rule)."""
-    from emulator.analog.core import usable_workers
-
-    return usable_workers(2) > 1
 
 
 def _pack_cadc(samples: np.ndarray) -> np.ndarray:

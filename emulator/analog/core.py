@@ -328,6 +328,11 @@ class AnalogCore:
         )
 
     @property
+    def workers_used(self) -> int:
+        """Worker threads of the last run (more than 1: the host had a core free for them)."""
+        return self._workers_used
+
+    @property
     def use_kernels(self) -> bool:
         """Whether runs take the compiled kernels (numba installed, SimConfig.kernels)."""
         return kernels.AVAILABLE and self.sim.kernels

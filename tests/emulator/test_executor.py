@@ -658,9 +658,8 @@ def test_cadc_blocks_kernel_equals_numpy_packing() -> None:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(exec_kernels, "ENABLED", enabled)
             # split: the blocks in two halves on two threads (a long trace on a free host)
-            mp.setattr(mod, "PARALLEL_CADC_BLOCKS", 2 if split else 1 << 30)
-            mp.setattr(mod, "_free_cores", lambda: True)
-            mod._put_cadc(out, at, samples, rows)
+            mp.setattr(mod, "PARALLEL_CADC_BLOCKS", 2)
+            mod._put_cadc(out, at, samples, rows, split)
         outs.append(out)
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[2], outs[1])
