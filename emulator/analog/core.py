@@ -379,10 +379,16 @@ class AnalogCore:
         local = np.full(b.n_episodes, -1, np.int64)
         local[sel_ep] = np.arange(n_ep)
         ev_row, ev_ep, ev_t = ev
-        sel = np.flatnonzero(local[ev_ep] >= 0)
-        step, qbin = arrival_np(ev_t[sel], chip.sim.route_delay_ticks, dt)
-        ok = step < t_steps
-        ext = (step[ok], local[ev_ep[sel]][ok], ev_row[sel][ok], qbin[ok])
+        stream = ext = None
+        if self._kernel_layers(m) and not any(m.layer_adex):  # the kernels' stream only
+            stream = EventStream.of_chunk(ev, local, src.rank + 1,
+                                          int(src.rank.max(initial=-1)) + 2,
+                                          chip.sim.route_delay_ticks, dt, t_steps, n_ep)
+        else:
+            sel = np.flatnonzero(local[ev_ep] >= 0)
+            step, qbin = arrival_np(ev_t[sel], chip.sim.route_delay_ticks, dt)
+            ok = step < t_steps
+            ext = (step[ok], local[ev_ep[sel]][ok], ev_row[sel][ok], qbin[ok])
         starts = None
         if m.noisy:
             starts = self.noise.offsets(SALT_MEMBRANE, b.noise_key, ids[sel_ep][None, :],
@@ -392,7 +398,7 @@ class AnalogCore:
         if self._kernel_layers(m):
             plan = self._cadc_plan(m, b, local, n_ep, t_steps)
             grids, spikes = self._layered(m, src, ext, starts, n_ep, t_steps, keep_syn, keep_ad,
-                                          plan=plan, workers=workers)
+                                          plan=plan, workers=workers, stream=stream)
         elif m.layers is not None and not self.force_general:
             grids, spikes = self._layered(m, src, ext, starts, n_ep, t_steps, keep_syn, keep_ad,
                                           kern=False)
@@ -470,7 +476,8 @@ class AnalogCore:
 
     def _layered(self, m: _Model, src: _Sources, ext: tuple, starts: np.ndarray | None,
                  n_ep: int, t_steps: int, keep_syn: bool, keep_ad: bool, kern: bool = True,
-                 plan: fast.CadcPlan | None = None, workers: int = 1
+                 plan: fast.CadcPlan | None = None, workers: int = 1,
+                 stream: EventStream | None = None
                  ) -> tuple[list[_Grid], tuple[torch.Tensor, ...]]:
         """Layer after layer; LIF layers through the kernels (kern) or the torch reference,
         AdEx layers always through the reference (spikes inside the step loop). plan: the
@@ -479,7 +486,7 @@ class AnalogCore:
         grids = []
         sp_e, sp_n, sp_t, sp_k = [], [], [], []
         dt, delay = m.chip.sim.dt_ticks, m.chip.sim.route_delay_ticks
-        stream = ep_sorted = noise = None
+        ep_sorted = noise = None  # stream: the external inputs' (built here from ext if None)
         for li, (idx, lp) in enumerate(zip(m.layers, m.layer_params, strict=True)):
             pre_ev = None
             if sp_e and m.layer_rec[li]:
@@ -497,6 +504,7 @@ class AnalogCore:
                     n_groups = int(src.rank.max(initial=-1)) + 2  # rank -1: no group
                     stream = EventStream.build(ext[1], ext[0], ext[2], ext[3], n_ep, t_steps,
                                                src.rank[ext[2]] + 1, n_groups)
+                if ep_sorted is None:
                     ep_sorted = np.repeat(np.arange(n_ep), np.diff(stream.ptr))
                 ls = src.layers[li]
                 x = stream.select((ls.b1 > ls.b0)[stream.src], n_ep, ep_sorted)

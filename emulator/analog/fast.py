@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import kernels
+from .events import SUBSTEP_TICKS
 from .params import TorchParams
 from .simulate import NEVER, SpikeList
 
@@ -47,6 +48,19 @@ class EventStream:
         np.cumsum(np.bincount(ep, minlength=n_ep), out=ptr[1:])
         return EventStream(ptr, np.ascontiguousarray(step[o], _I64),
                            np.ascontiguousarray(src[o], _I64), np.ascontiguousarray(q[o], _I64))
+
+    @staticmethod
+    def of_chunk(ev: tuple[np.ndarray, np.ndarray, np.ndarray], local: np.ndarray,
+                 group: np.ndarray, n_groups: int, delay: int, dt: int, t_steps: int,
+                 n_ep: int) -> EventStream:
+        """The stream build() makes of a chunk's external events (ev = (source, episode,
+        tick) of the whole batch; local: batch episode -> chunk row or -1; group per source),
+        in one compiled pass: the same arrays."""
+        row, ep, t = (np.ascontiguousarray(x, _I64) for x in ev)
+        ptr, step, src, q = kernels.chunk_stream(
+            ep, t, row, np.ascontiguousarray(local, _I64), np.ascontiguousarray(group, _I64),
+            int(delay), int(dt), SUBSTEP_TICKS, int(t_steps), int(n_groups), int(n_ep))
+        return EventStream(ptr, step, src, q)
 
     @staticmethod
     def empty(n_ep: int) -> EventStream:

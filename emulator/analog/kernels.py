@@ -407,6 +407,51 @@ def bucket_order(key, n_keys):  # noqa: ANN001, ANN201
     return order
 
 
+@_jit
+def chunk_stream(ev_ep, ev_t, ev_row, local, group, delay, dt, substep, t_steps, n_groups,  # noqa: ANN001, ANN201, PLR0913
+                 n_ep):
+    """The external input stream of one chunk in one pass: the events (episode ev_ep, tick
+    ev_t, source ev_row) of the chunk's episodes (local row >= 0) that arrive (ev_t + delay)
+    before step t_steps, as (ptr [E+1], step, src, q) sorted stably by (local episode, step,
+    group[src]) (fast.EventStream.build of core._run_chunk's ext, with events.arrival_np's
+    step and sub-step bin)."""
+    n_keys = n_ep * t_steps * n_groups
+    start = np.zeros(n_keys + 1, np.int64)
+    ptr = np.zeros(n_ep + 1, np.int64)
+    key = np.full(ev_ep.shape[0], -1, np.int64)
+    for i in range(ev_ep.shape[0]):
+        e = local[ev_ep[i]]
+        if e < 0:
+            continue
+        st = (ev_t[i] + delay) // dt
+        if st >= t_steps:
+            continue
+        k = (e * t_steps + st) * n_groups + group[ev_row[i]]
+        key[i] = k
+        start[k + 1] += 1
+        ptr[e + 1] += 1
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    for e in range(n_ep):
+        ptr[e + 1] += ptr[e]
+    n = start[n_keys]
+    step = np.empty(n, np.int64)
+    src = np.empty(n, np.int64)
+    q = np.empty(n, np.int64)
+    for i in range(ev_ep.shape[0]):
+        k = key[i]
+        if k < 0:
+            continue
+        j = start[k]
+        start[k] += 1
+        arr = ev_t[i] + delay
+        st = arr // dt
+        step[j] = st
+        src[j] = ev_row[i]
+        q[j] = ((st + 1) * dt - arr - 1) // substep
+    return ptr, step, src, q
+
+
 # ---------------------------------------------------------------- spike following (glue)
 # simulate.follow_spikes, one round, split at its transcendental functions: those stay in
 # torch (numba's libm differs from torch in the last bit), the arithmetic between them runs

@@ -10,6 +10,8 @@ import pytest
 import torch
 from analog_chipcfg import ChipImage, lif_defaults, pnas_inputs, pnas_network
 from analog_single import core_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_analog_routing import assert_same, pnas_batch, pnas_core
 
 from emulator.analog import EpisodeBatch, SimConfig, kernels
@@ -444,3 +446,32 @@ def test_deferred_cadc_codes_equal_run_and_executor_trace():
     assert left == [True]  # the executor took the deferred path
     assert traces[0] == traces[1]
     assert decode_trace(traces[0]).cadc_samples.shape == (20, 512)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(1, 12), st.integers(1, 4))
+def test_chunk_stream_equals_numpy_build(seed, n_batch, t_steps, n_groups):
+    """EventStream.of_chunk (one compiled pass) == the chunk's events selected, their arrival
+    step / sub-step bin computed and filtered in numpy, then EventStream.build."""
+    from emulator.analog import fast
+    from emulator.analog.events import arrival_np
+
+    rng = np.random.default_rng(seed)
+    n_src, dt, delay = 7, 16, 16
+    n = int(rng.integers(0, 60))
+    ev = (rng.integers(0, n_src, n), rng.integers(0, n_batch, n),
+          rng.integers(0, dt * (t_steps + 1), n))
+    sel_ep = np.sort(rng.choice(n_batch, int(rng.integers(1, n_batch + 1)), replace=False))
+    local = np.full(n_batch, -1, np.int64)
+    local[sel_ep] = np.arange(sel_ep.size)
+    group = rng.integers(0, n_groups, n_src)
+    got = fast.EventStream.of_chunk(ev, local, group, n_groups, delay, dt, t_steps, sel_ep.size)
+    row, ep, t = ev
+    sel = np.flatnonzero(local[ep] >= 0)
+    step, q = arrival_np(t[sel], delay, dt)
+    ok = step < t_steps
+    want = fast.EventStream.build(local[ep[sel]][ok], step[ok], row[sel][ok], q[ok], sel_ep.size,
+                                  t_steps, group[row[sel][ok]], n_groups)
+    for f in ("ptr", "step", "src", "q"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)
+        assert getattr(got, f).dtype == np.int64
