@@ -57,7 +57,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     state = load_checkpoint(args.checkpoint)
     opts = recipe(args, state)
     train_set, test_set = train_tool.load_data(args.dataset, args.data_dir, opts.input_code,
-                                               opts.substeps)
+                                               opts.substeps, opts.resize)
     if args.max_test is not None:
         test_set = _head(test_set, args.max_test)
     net = train_tool.build_network(opts, train_set.n_inputs,

@@ -35,24 +35,27 @@ CODES = ("latency", "onoff")
 # accuracy only with the on/off code and some regularisation; the 8x8 set is small)
 RECIPES: dict[str, dict[str, Any]] = {
     "digits": {"input_code": "onoff", "rho": 1e-3, "input_dropout": 0.1, "lr_decay": 0.05,
-               "flip": 0.0, "shift": 0, "lr": 5e-3, "schedule": "exponential", "substeps": 1},
+               "flip": 0.0, "shift": 0, "lr": 5e-3, "schedule": "exponential", "substeps": 1,
+               "resize": "area"},
     # docs/results.md: cosine at lr 2e-3 gave 83.2 % in the loop (exponential 5e-3: 81.8 %),
     # and rho 0.3 83.3 % at 20 hidden spikes per sample instead of 47
     "fashion-mnist": {"input_code": "latency", "rho": 0.3, "input_dropout": 0.0, "lr_decay": 0.03,
                       "flip": 0.0, "shift": 0, "lr": 2e-3, "schedule": "cosine",
-                      "substeps": 4},
+                      "substeps": 4, "resize": "bilinear"},
     "mnist": {"input_code": "latency", "rho": 0.0, "input_dropout": 0.0, "lr_decay": 0.03,
-              "flip": 0.0, "shift": 0, "lr": 5e-3, "schedule": "exponential", "substeps": 4},
+              "flip": 0.0, "shift": 0, "lr": 5e-3, "schedule": "exponential", "substeps": 4,
+              "resize": "bilinear"},
 }
 WEAK_STRENGTH_LSB = 10.0  # below this a calibration's synapses are weak for the PNAS model
 
 
 def load_data(name: str, data_dir: str | None, code: str = "latency",
-              substeps: int = 1) -> tuple[Any, Any]:
+              substeps: int = 1, resize: str = "area") -> tuple[Any, Any]:
     """(train, test) SpikeDatasets of a named dataset. code "onoff" (digits only) adds a second
     latency-coded input per pixel for 1 - intensity: dark pixels say where the stroke is not,
     which lifts the 8x8 digits from ~95 % to ~97 % test accuracy at 128 inputs (still one
-    circuit per hidden neuron). substeps: input spike times on a grid of dt / substeps."""
+    circuit per hidden neuron). substeps: input spike times on a grid of dt / substeps.
+    resize: how 28x28 images become 16x16 after the crop (training.data.crop_resize)."""
     from training import data
 
     enc = data.Encoding(substeps=substeps)
@@ -65,13 +68,13 @@ def load_data(name: str, data_dir: str | None, code: str = "latency",
         return onoff_digits(enc=enc) if code == "onoff" else data.load_digits_split(enc=enc)
     if name == "fashion-mnist":
         d = data_dir or str(data.FASHION_MNIST_DIR)
-        return (data.load_fashion_mnist("train", d, enc=enc),
-                data.load_fashion_mnist("test", d, enc=enc))
+        return (data.load_fashion_mnist("train", d, enc=enc, resize=resize),
+                data.load_fashion_mnist("test", d, enc=enc, resize=resize))
     if name == "mnist":
         if not data_dir:
             raise ConfigError("--dataset mnist needs --data-dir DIR (MNIST IDX files)")
-        return data.load_mnist("train", data_dir, enc=enc), data.load_mnist("test", data_dir,
-                                                                               enc=enc)
+        return (data.load_mnist("train", data_dir, enc=enc, resize=resize),
+                data.load_mnist("test", data_dir, enc=enc, resize=resize))
     raise ConfigError(f"unknown dataset {name!r} (valid: {', '.join(DATASETS)})")
 
 
@@ -229,7 +232,8 @@ def _main(args: argparse.Namespace) -> int:
                           "then --epochs in the loop")
     if args.finetune_lr is None:
         args.finetune_lr = args.lr / 4
-    train_set, test_set = load_data(args.dataset, args.data_dir, args.input_code, args.substeps)
+    train_set, test_set = load_data(args.dataset, args.data_dir, args.input_code, args.substeps,
+                                    args.resize)
     n_out = max(train_set.n_classes, test_set.n_classes)
     net = build_network(args, train_set.n_inputs, n_out)
 
@@ -339,6 +343,7 @@ def _report(args: argparse.Namespace, result: Any, serial: int | None, backend: 
         "dataset": args.dataset,
         "input_code": args.input_code,
         "substeps": args.substeps,
+        "resize": args.resize,
         "rho": args.rho,
         "label_smoothing": args.label_smoothing,
         "ema": args.ema,
@@ -457,6 +462,9 @@ def parser() -> argparse.ArgumentParser:
            "scale), then --epochs in the loop; checkpoints of that phase go to DIR/pretrain")
     a("--finetune-lr", type=float, default=None,
       help="learning rate of the in-the-loop phase after --pretrain-epochs (default --lr / 4)")
+    a("--resize", choices=("area", "bilinear"), default=None,
+      help="28x28 -> 16x16 after the 2-pixel crop: area averaging or antialiased bilinear "
+           "(torchvision's Resize; default for fashion-mnist and mnist)")
     a("--substeps", type=int, default=None,
       help="input spike times on a grid of 1.7 us / N (the chip gets them at those times, the "
            "model integrates them exactly; default 4 for fashion-mnist and mnist, else 1)")

@@ -314,12 +314,18 @@ def make_loader(
 
 
 def load_idx_dataset(
-    directory: str | Path, split: str, *, size: int = 16, enc: Encoding = Encoding()
+    directory: str | Path,
+    split: str,
+    *,
+    size: int = 16,
+    enc: Encoding = Encoding(),
+    resize: str = "area",
 ) -> SpikeDataset:
-    """A 28x28 IDX split cropped and resized to size x size (size=28: no crop), latency-coded."""
+    """A 28x28 IDX split cropped and resized to size x size (size=28: no crop), latency-coded.
+    resize: crop_resize's mode ('bilinear' = torchvision's Resize default)."""
     images, labels = load_idx_split(directory, split)
     x = (
-        crop_resize(images, size=size)
+        crop_resize(images, size=size, mode=resize)
         if size != images.shape[1]
         else torch.as_tensor(images) / 255.0
     )

@@ -152,6 +152,13 @@ def test_load_idx_split_raw_gz_and_dotted_names(tmp_path: Path) -> None:
     np.testing.assert_array_equal(x, imgs_b)
     ds = data.load_idx_dataset(tmp_path / "a", "train")
     assert len(ds) == 12 and ds.n_inputs == 256
+    for mode in ("area", "bilinear"):
+        enc = data.Encoding(substeps=4)
+        ds = data.load_idx_dataset(tmp_path / "a", "train", resize=mode, enc=enc)
+        expect = data.latency_bins(data.crop_resize(imgs_a, mode=mode).reshape(12, -1), enc)
+        assert torch.equal(ds.bins, expect) and ds.enc.substeps == 4
+    with pytest.raises(ConfigError, match="resize mode"):
+        data.load_idx_dataset(tmp_path / "a", "train", resize="nearest")
 
 
 def test_load_idx_split_errors(tmp_path: Path) -> None:
