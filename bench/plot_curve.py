@@ -5,6 +5,11 @@ and hidden spikes per sample. Top panel: accuracies per epoch (test solid, train
 an optional horizontal reference line; bottom panel: test hidden spikes per sample.
 
     python bench/plot_curve.py RUN.pt[:LABEL] [...] --out docs/curve.png [--reference 0.842]
+                               [--chain]
+
+--chain: the runs are consecutive phases of one training (e.g. `tools.train --pretrain-epochs`:
+DIR/pretrain/last.pt, then DIR/last.pt), so each run's epochs continue where the previous
+run's ended.
 """
 
 from __future__ import annotations
@@ -28,6 +33,16 @@ def series(path: str) -> dict[str, list[float]]:
     keys = ("epoch", "train_accuracy", "test_accuracy", "test_hidden_spikes_per_sample")
     return {k: [float(h[k]) if h.get(k) is not None else float("nan") for h in history]
             for k in keys}
+
+
+def chained(runs: list[tuple[str, dict[str, list[float]]]]) -> list[tuple[str, dict]]:
+    """The runs' epochs shifted so that each run starts after the previous one's last epoch."""
+    out, offset = [], 0.0
+    for label, s in runs:
+        shifted = dict(s, epoch=[e + offset for e in s["epoch"]])
+        out.append((label, shifted))
+        offset = shifted["epoch"][-1]
+    return out
 
 
 def plot(runs: list[tuple[str, dict[str, list[float]]]], out: Path,
@@ -65,11 +80,15 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--out", required=True, help="PNG to write (atomically)")
     p.add_argument("--reference", type=float, default=None, help="accuracy line, e.g. 0.842")
     p.add_argument("--reference-label", default="reference")
+    p.add_argument("--chain", action="store_true",
+                   help="the runs are consecutive phases: each continues the previous' epochs")
     args = p.parse_args(argv)
     runs = []
     for spec in args.runs:
         path, _, label = spec.partition(":")
         runs.append((label or Path(path).parent.name, series(path)))
+    if args.chain:
+        runs = chained(runs)
     out = plot(runs, Path(args.out), args.reference, args.reference_label)
     print(out)
     return out

@@ -40,6 +40,18 @@ def test_curve_png_from_checkpoints(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["c.png"]  # no temp files
 
 
+def test_chained_phases_continue_the_epochs(tmp_path: Path) -> None:
+    pre = _ckpt(tmp_path / "p" / "last.pt", 4)
+    loop = _ckpt(tmp_path / "l" / "last.pt", 3)
+    runs = plot_curve.chained([("pre", plot_curve.series(str(pre))),
+                               ("loop", plot_curve.series(str(loop)))])
+    assert runs[0][1]["epoch"] == [1, 2, 3, 4] and runs[1][1]["epoch"] == [5, 6, 7]
+    assert runs[1][1]["test_accuracy"] == plot_curve.series(str(loop))["test_accuracy"]
+    out = plot_curve.main([f"{pre}:software", f"{loop}:in the loop", "--chain", "--out",
+                           str(tmp_path / "c.png")])
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
 def test_checkpoint_without_epochs_is_refused(tmp_path: Path) -> None:
     empty = _ckpt(tmp_path / "last.pt", 0)
     with pytest.raises(ConfigError, match="no finished epoch"):
