@@ -568,19 +568,29 @@ def test_malformed_data_inside_a_short_write_block_is_reported_where_a_decoder_m
     assert regs.scratch[0] == 0  # nothing of the malformed block was written
 
 
+def _kernel_and_twin(data: bytes, observe) -> list:
+    """observe(executor, trace) of one run with the compiled executor passes, one with their
+    numpy twins: the two must agree."""
+    from emulator import exec_kernels
+
+    out = []
+    for enabled in (True, False):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(exec_kernels, "ENABLED", enabled)
+            regs = RegisterFile(1)
+            ex = Executor(regs, FakeCore(regs))
+            out.append(observe(ex, ex.run(data)))
+    return out
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(_timing_ops, max_size=40))
 def test_timing_kernel_and_numpy_twin_agree(prog) -> None:
     from emulator import exec_kernels
 
     words = ins.program_bytes(_encode_timing(prog))
-    traces = []
-    for enabled in (True, False):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(exec_kernels, "ENABLED", enabled)
-            regs = RegisterFile(1)
-            ex = Executor(regs, FakeCore(regs))
-            traces.append((ex.run(words), [b.cadc_time.tolist() for b in ex.core.batches]))
+    traces = _kernel_and_twin(
+        words, lambda ex, trace: (trace, [b.cadc_time.tolist() for b in ex.core.batches]))
     assert traces[0] == traces[1]
     assert exec_kernels.AVAILABLE
 
@@ -617,7 +627,6 @@ def test_spike_kernel_and_numpy_twin_agree(groups) -> None:
                           st.integers(0, 40), st.integers(0, 300)), max_size=25))
 def test_adc_field_kernel_and_numpy_twin_agree(prog) -> None:
     # MADC periods below the minimum (VALUE_OUT_OF_RANGE), triggers and schedules mixed
-    from emulator import exec_kernels
 
     parts, t = [ins.episode_start(0)], 0
     for kind, a, b in prog:
@@ -633,14 +642,8 @@ def test_adc_field_kernel_and_numpy_twin_agree(prog) -> None:
             t += b
             parts.append(ins.wait_until(t))
     words = ins.program_bytes(ins.program(*parts, ins.halt()))
-    runs = []
-    for enabled in (True, False):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(exec_kernels, "ENABLED", enabled)
-            regs = RegisterFile(1)
-            ex = Executor(regs, FakeCore(regs))
-            runs.append((ex.run(words), [(b.cadc_time.tolist(), b.madc_time.tolist())
-                                         for b in ex.core.batches]))
+    runs = _kernel_and_twin(words, lambda ex, trace: (
+        trace, [(b.cadc_time.tolist(), b.madc_time.tolist()) for b in ex.core.batches]))
     assert runs[0] == runs[1]
 
 
@@ -753,17 +756,10 @@ def test_word_check_kernel_and_numpy_twin_agree(words, halt, cut) -> None:
     """Malformed programs (unknown opcodes, reserved bits, stray or missing DATA, zero counts,
     bad system ops, words after HALT, a partial last word): kernel and numpy twin stop at the
     same word with the same error."""
-    from emulator import exec_kernels
 
     ws = [op << 56 | (payload & mask) for op, payload, mask in words]
     if halt:
         ws.append(int(Instr.HALT) << 56)
     data = np.array(ws, "<u8").tobytes() + b"\x01" * cut
-    runs = []
-    for enabled in (True, False):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(exec_kernels, "ENABLED", enabled)
-            regs = RegisterFile(1)
-            ex = Executor(regs, FakeCore(regs))
-            runs.append((ex.run(data), ex.stats))
+    runs = _kernel_and_twin(data, lambda ex, trace: (trace, ex.stats))
     assert runs[0] == runs[1]
