@@ -220,7 +220,6 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace) -> int:
     from training import board as tb
     from training.loss import PNASLoss
-    from training.trainer import TrainConfig
 
     for name, value in RECIPES[args.dataset].items():  # per-dataset defaults
         if getattr(args, name) is None:
@@ -268,12 +267,8 @@ def _main(args: argparse.Namespace) -> int:
             data = InputDropout(data, args.input_dropout)
         if args.pretrain_epochs:
             pretrain = _pretrain(args, net, backend, loss, data, test_set)
-        config = TrainConfig(epochs=args.epochs, lr=args.finetune_lr if args.pretrain_epochs
-                             else args.lr, lr_decay=args.lr_decay,
-                             batch_size=args.batch_size, seed=args.seed,
-                             max_batches=args.max_batches, threads=args.threads,
-                             schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup,
-                             average=args.ema)
+        config = _config(args, args.epochs,
+                         args.finetune_lr if args.pretrain_epochs else args.lr)
         result = _run(args, net, loss, data, test_set, config, args.checkpoint, reference,
                       label="epoch")
     finally:
@@ -281,6 +276,17 @@ def _main(args: argparse.Namespace) -> int:
             board.close()
     seconds = time.perf_counter() - t0
     return _report(args, result, serial, backend, seconds, pretrain)
+
+
+def _config(args: argparse.Namespace, epochs: int, lr: float) -> Any:
+    """The TrainConfig of one phase: its epochs and learning rate, the rest from args."""
+    from training.trainer import TrainConfig
+
+    return TrainConfig(epochs=epochs, lr=lr, lr_decay=args.lr_decay,
+                       batch_size=args.batch_size, seed=args.seed,
+                       max_batches=args.max_batches, threads=args.threads,
+                       schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup,
+                       average=args.ema)
 
 
 def _run(args: argparse.Namespace, net: Any, loss: Any, data: Any, test_set: Any, config: Any,
@@ -312,15 +318,9 @@ def _pretrain(args: argparse.Namespace, net: Any, backend: Any, loss: Any, data:
               test_set: Any) -> dict[str, Any]:
     """--pretrain-epochs: train in software first, with the weight scale the board adopted
     (so the weights keep their meaning on the chip), then reattach the board."""
-    from training.trainer import TrainConfig
-
     t0 = time.perf_counter()
     net.connect("sim")
-    config = TrainConfig(epochs=args.pretrain_epochs, lr=args.lr, lr_decay=args.lr_decay,
-                         batch_size=args.batch_size, seed=args.seed,
-                         max_batches=args.max_batches, threads=args.threads,
-                         schedule=args.schedule, lr_floor=args.lr_floor, warmup=args.warmup,
-                         average=args.ema)
+    config = _config(args, args.pretrain_epochs, args.lr)
     ckpt = Path(args.checkpoint) / "pretrain" if args.checkpoint else None
     result = _run(args, net, loss, data, test_set, config, ckpt, None, label="pretrain epoch")
     net.connect(backend)
