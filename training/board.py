@@ -379,7 +379,7 @@ class BoardBackend(Backend):
         if self.mapping is None or self.config is None:
             raise TrainingError("the board backend is not attached: call net.connect(backend)")
         silenced = self._batch_masks(masks)
-        substeps = int(getattr(net, "substeps", 1))
+        substeps = int(net.substeps)
         steps, batch = int(x.shape[0]) // substeps, int(x.shape[1])
         xs = x.detach()
         if bool(((xs != 0) & (xs != 1)).any()):

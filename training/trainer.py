@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -171,7 +172,7 @@ def train(
     config = config or TrainConfig()
     for name, ds in (("training", train_set), ("test", test_set)):
         enc = getattr(ds, "enc", None)
-        if enc is not None and getattr(enc, "substeps", 1) != net.substeps:
+        if enc is not None and enc.substeps != net.substeps:
             raise ConfigError(
                 f"the {name} set's spikes come with {enc.substeps} substeps per step, the "
                 f"network takes {net.substeps}: build both with the same substeps"
@@ -216,19 +217,18 @@ def _train(
     n_batches = len(loader) if config.max_batches is None else min(len(loader), config.max_batches)
     scheduler = _scheduler(optimizer, config, n_batches)
     ckpt_path = Path(checkpoint_dir) / LAST if checkpoint_dir is not None else None
-    average = WeightAverage(net, config.average) if config.average > 0 else None
+    state = None
     if resume:
         if ckpt_path is None:
             raise ConfigError("resume=True needs a checkpoint_dir")
         state = load_checkpoint(ckpt_path)
         _restore(state, net, optimizer, scheduler, shuffle, calibration, ckpt_path)
-        if average is not None:
-            if state.get("average") is not None:
-                average.load_state_dict(state["average"])
-            else:  # a checkpoint from a run without averaging: start it here
-                average = WeightAverage(net, config.average)
         result.start_epoch = state["epoch"]
         result.history = [EpochMetrics(**h) for h in state["history"]]
+    # started from the (restored) weights; a checkpoint of a run without averaging has none
+    average = WeightAverage(net, config.average) if config.average > 0 else None
+    if average is not None and state is not None and state.get("average") is not None:
+        average.load_state_dict(state["average"])
 
     device = _device(net)
     for epoch in range(result.start_epoch, config.epochs):
@@ -272,10 +272,7 @@ def _train(
             seconds=seconds,
         )
         if test_set is not None:
-            if average is not None:
-                with average.applied(net):
-                    ev = evaluate(net, loss_fn, test_set, config.eval_batch_size)
-            else:
+            with average.applied(net) if average is not None else nullcontext():
                 ev = evaluate(net, loss_fn, test_set, config.eval_batch_size)
             metrics.test_loss, metrics.test_accuracy = ev.loss, ev.accuracy
             metrics.test_hidden_spikes_per_sample = ev.hidden_spikes_per_sample
