@@ -66,6 +66,7 @@ class _Model:
     layer_rec: list[bool]  # per layer: gets on-chip input
     noisy: bool  # temporal membrane noise on
     membrane_readout: bool  # every CADC channel reads a membrane
+    readout_sources: frozenset  # the ReadoutSource values the CADC channels read
 
 
 @dataclass
@@ -187,7 +188,8 @@ class AnalogCore:
             self._model = _Model(
                 ver, chip, params, layers, lp, has_rec, {}, [x.has_adex for x in lp],
                 [bool((x.rec != 0).any()) for x in lp], float(params.noise_step.abs().max()) > 0,
-                bool((chip.readout_source == int(ReadoutSource.MEMBRANE)).all()))
+                bool((chip.readout_source == int(ReadoutSource.MEMBRANE)).all()),
+                frozenset(np.unique(chip.readout_source).tolist()))
         return self._model
 
     def _fpga_rows(self, m: _Model, labels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -266,7 +268,7 @@ class AnalogCore:
         t_all = b.duration // dt + 1
         order = np.argsort(t_all, kind="stable")
         if self._kernel_layers(m):  # the kernels keep the V (and syn) grid only
-            per_ep = (t_all[order] + 1) * chip.n * (1 + 4 * self._needs(chip, b)[0])
+            per_ep = (t_all[order] + 1) * chip.n * (1 + 4 * self._needs(m, b)[0])
         else:  # dense jumps, state and grids
             per_ep = np.maximum(t_all[order], 1) * (chip.k + chip.n)
         workers = max(1, int(self.sim.workers))
@@ -393,7 +395,7 @@ class AnalogCore:
         if m.noisy:
             starts = self.noise.offsets(SALT_MEMBRANE, b.noise_key, ids[sel_ep][None, :],
                                         np.arange(t_steps)[:, None])  # [T, E]
-        keep_syn, keep_ad = self._needs(chip, b)
+        keep_syn, keep_ad = self._needs(m, b)
         plan = None
         if self._kernel_layers(m):
             plan = self._cadc_plan(m, b, local, n_ep, t_steps)
@@ -504,10 +506,16 @@ class AnalogCore:
                     n_groups = int(src.rank.max(initial=-1)) + 2  # rank -1: no group
                     stream = EventStream.build(ext[1], ext[0], ext[2], ext[3], n_ep, t_steps,
                                                src.rank[ext[2]] + 1, n_groups)
-                if ep_sorted is None:
-                    ep_sorted = np.repeat(np.arange(n_ep), np.diff(stream.ptr))
                 ls = src.layers[li]
-                x = stream.select((ls.b1 > ls.b0)[stream.src], n_ep, ep_sorted)
+                reach = ls.b1 > ls.b0  # per source: its events reach this layer
+                if reach.all():
+                    x = stream
+                elif not reach.any():
+                    x = EventStream.empty(n_ep)
+                else:
+                    if ep_sorted is None:
+                        ep_sorted = np.repeat(np.arange(n_ep), np.diff(stream.ptr))
+                    x = stream.select(reach[stream.src], n_ep, ep_sorted)
                 pre = EventStream.empty(n_ep) if pre_ev is None else EventStream.build(
                     pre_ev[0].numpy(), pre_ev[2].numpy(), pre_ev[1].numpy(), pre_ev[3].numpy(),
                     n_ep, t_steps)
@@ -550,10 +558,12 @@ class AnalogCore:
             sp_k.append(k_l)
         return grids, (torch.cat(sp_e), torch.cat(sp_n), torch.cat(sp_t))
 
-    def _needs(self, chip: CompiledChip, b: EpisodeBatch) -> tuple[bool, bool]:
+    def _needs(self, m: _Model, b: EpisodeBatch) -> tuple[bool, bool]:
+        """(keep synaptic-current grids, keep adaptation grids): what the batch's ADC requests
+        read."""
         src = set()
         if b.cadc_time.size:
-            src |= set(np.unique(chip.readout_source).tolist())
+            src |= m.readout_sources
         if b.madc_time.size:
             cfg = [int(self.regs.madc_config)] if b.madc_config is None else np.unique(
                 b.madc_config[b.madc_episode]).tolist()
@@ -792,6 +802,9 @@ def _columns(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def _rank_in_episode(ep: np.ndarray) -> np.ndarray:
     """Position of each request among the requests of its episode (in input order)."""
+    if ep.size > 1 and bool((ep[1:] >= ep[:-1]).all()):  # grouped by episode (the usual)
+        start = np.flatnonzero(np.concatenate(([True], ep[1:] != ep[:-1])))
+        return np.arange(ep.size, dtype=np.int64) - np.repeat(start, np.diff(start, append=ep.size))
     order = np.argsort(ep, kind="stable")
     first = np.searchsorted(ep[order], ep[order], side="left")
     rank = np.empty(ep.size, np.int64)
