@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocol.wire import Instr
+from protocol.wire import Instr, Rec
 
 try:
     from llvmlite import ir as _ir
@@ -19,8 +19,6 @@ except ImportError:  # pragma: no cover - numba is a declared dependency
     AVAILABLE = False
 else:
     AVAILABLE = True
-
-_LOW56 = np.uint64((1 << 56) - 1)
 
 if AVAILABLE:
     @intrinsic
@@ -50,63 +48,6 @@ def _jit(fn):  # noqa: ANN001, ANN202
 
 
 @_jit
-def timeline(e0, t, is_wait, is_reset, is_bar, dur, has_adc, e, seg_off, past):  # noqa: ANN001, ANN201, PLR0913
-    """Elapsed time e of every instruction, its TIMER_RESET segment's offset and the WAIT_UNTILs
-    in the past, in one pass (executor._timeline_sequential): a TIMER_RESET opens a segment at
-    the elapsed time now, a WAIT_UNTIL waits for offset + t, a BARRIER for the end of every ADC
-    schedule issued before it. Returns the end of the last ADC schedule (e0 if none)."""
-    now = e0
-    off = 0
-    pend = e0
-    for i in range(t.shape[0]):
-        if is_reset[i]:
-            off = now
-        past[i] = False
-        if is_wait[i]:
-            tgt = off + t[i]
-            if tgt < now:
-                past[i] = True
-            elif tgt > now:
-                now = tgt
-        if is_bar[i] and pend > now:
-            now = pend
-        e[i] = now
-        seg_off[i] = off
-        if has_adc[i] and now + dur[i] > pend:
-            pend = now + dur[i]
-    return pend
-
-
-@_jit
-def word_checks(w, known, reserved, data_op, rare_op, op, bad, nd, ndop, run, rare):  # noqa: ANN001, ANN201
-    """Per program word: opcode op, bad (unknown opcode or a reserved payload bit set); the
-    positions nd of the words that are not DATA, their opcodes ndop and the DATA words
-    following each (run); the positions `rare` of the words whose opcode rare_op marks.
-    Returns (len(nd), len(rare)): executor._validate's whole-array passes in one (its numpy
-    twin)."""
-    k = 0
-    m = 0
-    n = w.shape[0]
-    for i in range(n):
-        x = w[i]
-        o = np.int64(x >> np.uint64(56))
-        op[i] = o
-        bad[i] = (not known[o]) or (x & reserved[o]) != 0
-        if o != data_op:
-            if k:
-                run[k - 1] = i - nd[k - 1] - 1
-            nd[k] = i
-            ndop[k] = o
-            k += 1
-        if rare_op[o]:
-            rare[m] = i
-            m += 1
-    if k:
-        run[k - 1] = n - nd[k - 1] - 1
-    return k, m
-
-
-@_jit
 def cadc_blocks(out, at, samples, rows, head):  # noqa: ANN001, ANN201
     """out[at[r] + k] = the k-th CADC_DATA word of samples[rows[r]] (out: u64 words, little
     endian host): channel 7k + j in byte j, unused bytes zero, `head` (opcode) in byte 7
@@ -122,7 +63,7 @@ def cadc_blocks(out, at, samples, rows, head):  # noqa: ANN001, ANN201
         s = samples[rows[r]]
         base = at[r]
         for k in range(safe):
-            out[base + k] = (_load_u64(s, 7 * k) & _LOW56) | hi
+            out[base + k] = (_load_u64(s, 7 * k) & _M56) | hi
         for k in range(safe, (n_ch + 6) // 7):
             w = hi
             for j in range(7):
@@ -131,55 +72,425 @@ def cadc_blocks(out, at, samples, rows, head):  # noqa: ANN001, ANN201
             out[base + k] = w
 
 
+_M32 = (1 << 32) - 1
+_M42 = np.uint64((1 << 42) - 1)
+_M56 = np.uint64((1 << 56) - 1)
+_DATA = int(Instr.DATA)
+_WRITE = int(Instr.WRITE)
+_WRITE_BLOCK = int(Instr.WRITE_BLOCK)
+_READ = int(Instr.READ)
+_HALT = int(Instr.HALT)
+_SYSTEM = int(Instr.SYSTEM)
+_TIMER_RESET = int(Instr.TIMER_RESET)
 _WAIT_UNTIL = int(Instr.WAIT_UNTIL)
+_BARRIER = int(Instr.BARRIER)
+_EPISODE_START = int(Instr.EPISODE_START)
 _CADC_TRIGGER = int(Instr.CADC_TRIGGER)
 _CADC_SCHEDULE = int(Instr.CADC_SCHEDULE)
 _MADC_RECORD = int(Instr.MADC_RECORD)
+_TIME_SYNC = np.uint64(int(Rec.TIME_SYNC))
+_FAR = np.iinfo(np.int64).max // 4  # next-episode position of the last episode
 
 
 @_jit
-def adc_fields(op, w, period, min_period, t, cs_count, cs_interval, madc_n, dur, has_adc,  # noqa: ANN001, ANN201, PLR0913
-               bad_madc):
-    """Per executed word (opcode op, word w, MADC period in force): WAIT_UNTIL target t,
-    CADC_SCHEDULE count and interval, MADC_RECORD count (0 where the word is another
-    instruction), the MADC records without a usable period, and the span of the word's ADC
-    samples dur ((count - 1) * interval + 1, 0 without samples) (executor._times' twin)."""
-    m56 = np.uint64((1 << 56) - 1)
-    for i in range(op.shape[0]):
+def program_scan(w, known, reserved, sys_ok, nd, ndop, ndw, run, hist):  # noqa: ANN001, ANN201
+    """One pass over the program words (executor._scan's twin): the positions nd of the words
+    that are not DATA, their opcodes ndop, words ndw and the DATA words following each (run);
+    per-opcode word counts hist. Returns (len(nd), first bad word, first short write (index
+    into nd), the word a short write misses, the first stray DATA word, the first good HALT),
+    -1 where there is none. A word is bad with an unknown opcode, a reserved payload bit set,
+    a count of 0, an address range past 2^32, a CADC_SCHEDULE of 0 samples or an unknown
+    system op."""
+    n = w.shape[0]
+    k = 0
+    first_bad = short = missing = stray = halt = -1
+    for i in range(n + 1):
+        o = _DATA
+        x = np.uint64(0)
+        if i < n:
+            x = w[i]
+            o = np.int64(x >> np.uint64(56))
+            hist[o] += 1
+            bad = (not known[o]) or (x & reserved[o]) != 0
+            if o == _WRITE_BLOCK or o == _READ or o == _MADC_RECORD:
+                c = np.int64((x >> np.uint64(32)) & np.uint64(0xFFFFFF))
+                if c == 0 or (o != _MADC_RECORD and np.int64(x & np.uint64(_M32)) + c - 1 > _M32):
+                    bad = True
+            elif o == _CADC_SCHEDULE:
+                bad = bad or ((x & _M56) >> np.uint64(42)) == 0
+            elif o == _SYSTEM:
+                bad = bad or not sys_ok[np.int64(x & np.uint64(0xFF))]
+            if bad and first_bad < 0:
+                first_bad = i
+            if o == _HALT and not bad and halt < 0:
+                halt = i
+        if (o != _DATA or i == n) and k:  # the previous instruction's DATA words end here
+            j = k - 1
+            r = i - nd[j] - 1
+            run[j] = r
+            need = 0
+            if ndop[j] == _WRITE:
+                need = 1
+            elif ndop[j] == _WRITE_BLOCK:
+                need = np.int64((ndw[j] >> np.uint64(32)) & np.uint64(0xFFFFFF))
+            if r < need and short < 0:
+                short = j
+                missing = nd[j] + 1 + r
+            if r > need and stray < 0:
+                stray = nd[j] + 1 + need
+        if o != _DATA and i < n:
+            nd[k] = i
+            ndop[k] = o
+            ndw[k] = x
+            k += 1
+    return k, first_bad, short, missing, stray, halt
+
+
+@_jit
+def _rank_right(a, lo, hi, x):  # noqa: ANN001, ANN202
+    """Number of a[lo:hi] (sorted) that are <= x, plus lo: np.searchsorted(side="right")."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@_jit
+def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op):  # noqa: ANN001, ANN201, C901, PLR0912, PLR0915
+    """The timeline and every event of the executed instructions (program positions pos,
+    opcodes op, words w) in two passes: executor._times, _stimuli and _episodes' twin.
+
+    Pass 1 runs the playback timer (a TIMER_RESET opens a segment at the elapsed time now, a
+    WAIT_UNTIL waits for offset + t or lies in the past, a BARRIER waits for the end of every
+    ADC schedule issued before it) and counts events; pass 2 lists them: injected spikes (label
+    k of a SPIKEn word at bits 42 - 14 k), CADC samples, MADC samples (madc_period / madc_cfg:
+    the MADC config in force at each MADC_RECORD, in order; a period below min_period makes it
+    a VALUE_OUT_OF_RANGE instead). An event belongs to the episode of its instruction, a later
+    scheduled sample to the last episode started at or before its time; events before the
+    first EPISODE_START open an implicit episode at the first timed instruction (timed_op).
+
+    Returns ((e, now, offset, pending ADC end), episodes (start, pos, index, explicit, end,
+    next pos), spikes (label, time, episode, time in episode), CADC (time, episode, time in
+    episode), MADC (time, episode, time in episode, source), (past WAITs, TIMER_RESETs, bad
+    MADC_RECORDs (indices into op), config of each bad one))."""
+    n = op.shape[0]
+    e = np.empty(n, np.int64)
+    now = e0
+    off = 0
+    pend = e0
+    n_spk = n_cadc = n_madc = n_es = n_past = n_reset = n_bad = 0
+    t0 = -1
+    mi = 0
+    for i in range(n):
         o = op[i]
         x = w[i]
-        t[i] = np.int64(x & m56) if o == _WAIT_UNTIL else 0
-        cc = np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF)) if o == _CADC_SCHEDULE else 0
-        ci = np.int64(x & np.uint64((1 << 42) - 1)) if o == _CADC_SCHEDULE else 0
-        mn = np.int64((x >> np.uint64(32)) & np.uint64(0xFFFFFF)) if o == _MADC_RECORD else 0
-        bad = o == _MADC_RECORD and period[i] < min_period and mn > 0
-        n_adc = cc + (1 if o == _CADC_TRIGGER else 0) + (0 if bad else mn)
-        cs_count[i] = cc
-        cs_interval[i] = ci
-        madc_n[i] = mn
-        bad_madc[i] = bad
-        has_adc[i] = n_adc > 0
-        dur[i] = (n_adc - 1) * (ci + period[i]) + 1 if n_adc > 0 else 0
+        if t0 < 0 and timed_op[o]:
+            t0 = i
+        if o == _TIMER_RESET:
+            off = now
+            n_reset += 1
+        elif o == _WAIT_UNTIL:
+            tgt = off + np.int64(x & _M56)
+            if tgt < now:
+                n_past += 1
+            else:
+                now = tgt
+        elif o == _BARRIER and pend > now:
+            now = pend
+        e[i] = now
+        n_adc = 0
+        step = 0
+        if o == _CADC_SCHEDULE:
+            n_adc = np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF))
+            step = np.int64(x & _M42)
+            n_cadc += n_adc
+        elif o == _CADC_TRIGGER:
+            n_adc = 1
+            n_cadc += 1
+        elif o == _MADC_RECORD:
+            mn = np.int64((x >> np.uint64(32)) & np.uint64(0xFFFFFF))
+            p = madc_period[mi]
+            mi += 1
+            if p < min_period and mn > 0:
+                n_bad += 1
+            else:
+                n_adc = mn
+                step = p
+                n_madc += mn
+        elif o == _EPISODE_START:
+            n_es += 1
+        else:
+            n_spk += spike_n[o]
+        if n_adc > 0 and now + (n_adc - 1) * step + 1 > pend:
+            pend = now + (n_adc - 1) * step + 1
+    e_halt = max(now, pend)
+    # pass 2: the events; explicit episodes at rows 1.. (row 0: the implicit one, if any)
+    ep_start = np.empty(n_es + 1, np.int64)
+    ep_pos = np.empty(n_es + 1, np.int64)
+    ep_index = np.empty(n_es + 1, np.int64)
+    spk_label = np.empty(n_spk, np.uint16)
+    spk_time = np.empty(n_spk, np.int64)
+    spk_ep = np.empty(n_spk, np.int64)
+    cadc_time = np.empty(n_cadc, np.int64)
+    cadc_ep = np.empty(n_cadc, np.int64)
+    madc_time = np.empty(n_madc, np.int64)
+    madc_ep = np.empty(n_madc, np.int64)
+    madc_source = np.empty(n_madc, np.int64)
+    past_at = np.empty(n_past, np.int64)
+    reset_at = np.empty(n_reset, np.int64)
+    bad_at = np.empty(n_bad, np.int64)
+    bad_cfg = np.empty(n_bad, np.int64)
+    es = -1  # explicit episodes started so far, less one
+    late = False  # some sample comes after its instruction: episode by time (-2 for now)
+    off = 0
+    mi = n_s = n_c = n_m = n_p = n_r = n_b = 0
+    for i in range(n):
+        o = op[i]
+        x = w[i]
+        t = e[i]
+        if o == _EPISODE_START:
+            es += 1
+            ep_start[es + 1] = t
+            ep_pos[es + 1] = pos[i]
+            ep_index[es + 1] = np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF))
+        elif o == _TIMER_RESET:
+            off = t
+            reset_at[n_r] = i
+            n_r += 1
+        elif o == _WAIT_UNTIL:
+            if off + np.int64(x & _M56) < (e[i - 1] if i else e0):
+                past_at[n_p] = i
+                n_p += 1
+        elif o == _CADC_SCHEDULE:
+            step = np.int64(x & _M42)
+            for j in range(np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF))):
+                cadc_time[n_c] = t + j * step
+                cadc_ep[n_c] = es if j * step == 0 else -2
+                late = late or j * step != 0
+                n_c += 1
+        elif o == _CADC_TRIGGER:
+            cadc_time[n_c] = t
+            cadc_ep[n_c] = es
+            n_c += 1
+        elif o == _MADC_RECORD:
+            mn = np.int64((x >> np.uint64(32)) & np.uint64(0xFFFFFF))
+            p = madc_period[mi]
+            src = (madc_cfg[mi] >> 9) & 0x7
+            if p < min_period and mn > 0:
+                bad_at[n_b] = i
+                bad_cfg[n_b] = madc_cfg[mi]
+                n_b += 1
+            else:
+                for j in range(mn):
+                    madc_time[n_m] = t + j * p
+                    madc_ep[n_m] = es if j * p == 0 else -2
+                    madc_source[n_m] = src
+                    late = late or j * p != 0
+                    n_m += 1
+            mi += 1
+        else:
+            for k in range(spike_n[o]):
+                spk_label[n_s] = np.uint16((x >> np.uint64(42 - 14 * k)) & np.uint64(0x3FFF))
+                spk_time[n_s] = t
+                spk_ep[n_s] = es
+                n_s += 1
+    if late:  # the last explicit episode started at or before the sample's time
+        for arr_t, arr_ep in ((cadc_time, cadc_ep), (madc_time, madc_ep)):
+            for j in range(arr_t.shape[0]):
+                if arr_ep[j] == -2:
+                    arr_ep[j] = _rank_right(ep_start, 1, n_es + 1, arr_t[j]) - 2
+    early = False
+    for arr_ep in (spk_ep, cadc_ep, madc_ep):
+        for j in range(arr_ep.shape[0]):
+            early = early or arr_ep[j] < 0
+    first = 1
+    if early:  # an implicit episode from the first timed instruction (it exists: an event)
+        first = 0
+        ep_start[0] = e[t0 - 1] if t0 > 0 else e0
+        ep_pos[0] = pos[t0]
+        ep_index[0] = -1
+        for arr_ep in (spk_ep, cadc_ep, madc_ep):
+            for j in range(arr_ep.shape[0]):
+                arr_ep[j] += 1
+    ep_start = ep_start[first:]
+    ep_pos = ep_pos[first:]
+    ep_index = ep_index[first:]
+    n_ep = ep_start.shape[0]
+    ep_explicit = np.ones(n_ep, np.bool_)
+    if early:
+        ep_explicit[0] = False
+    # episode ends: the next start, or HALT; never before the last event in the episode
+    ep_end = np.empty(n_ep, np.int64)
+    ep_next = np.empty(n_ep, np.int64)
+    for k in range(n_ep):
+        ep_end[k] = ep_start[k + 1] if k + 1 < n_ep else e_halt
+        ep_next[k] = ep_pos[k + 1] if k + 1 < n_ep else _FAR
+    spk_rel = np.empty(n_spk, np.int64)
+    cadc_rel = np.empty(n_cadc, np.int64)
+    madc_rel = np.empty(n_madc, np.int64)
+    for arr_t, arr_ep, rel in ((spk_time, spk_ep, spk_rel), (cadc_time, cadc_ep, cadc_rel),
+                               (madc_time, madc_ep, madc_rel)):
+        for j in range(arr_t.shape[0]):
+            k = arr_ep[j]
+            if arr_t[j] + 1 > ep_end[k]:
+                ep_end[k] = arr_t[j] + 1
+            rel[j] = arr_t[j] - ep_start[k]
+    return ((e, now, off, pend),
+            (ep_start, ep_pos, ep_index, ep_explicit, ep_end, ep_next),
+            (spk_label, spk_time, spk_ep, spk_rel),
+            (cadc_time, cadc_ep, cadc_rel),
+            (madc_time, madc_ep, madc_rel, madc_source),
+            (past_at, reset_at, bad_at, bad_cfg))
 
 
 @_jit
-def spikes(op, w, n_of):  # noqa: ANN001, ANN201
-    """The spikes of SPIKE1..4 words: (position of the issuing word, 14-bit label) of each, in
-    program order, label k of a word at bits 42 - 14 k (executor._stimuli's numpy twin).
-    n_of[opcode]: spikes a word of that opcode carries (0: none)."""
-    total = 0
-    for i in range(op.shape[0]):
-        total += n_of[op[i]]
-    frm = np.empty(total, np.int64)
-    lab = np.empty(total, np.uint16)
-    m = 0
-    for i in range(op.shape[0]):
-        c = n_of[op[i]]
-        for k in range(c):
-            frm[m] = i
-            lab[m] = np.uint16((w[i] >> np.uint64(42 - 14 * k)) & np.uint64(0x3FFF))
+def event_seq(e, pos_end, times, ep, ep_pos, ep_next, out):  # noqa: ANN001, ANN201
+    """out[j]: sort position of an event at elapsed times[j] in episode ep[j] (executor
+    _async_seq's twin): 2 * (position of the first instruction executed after it) - 1, clipped
+    into the episode's odd positions. pos_end: instruction positions and the end position.
+    A time not below the previous one walks on from its position (events come in time order),
+    any other is found by bisection."""
+    n = e.shape[0]
+    p = 0
+    for j in range(times.shape[0]):
+        t = times[j]
+        if j and t >= times[j - 1]:
+            while p < n and e[p] <= t:
+                p += 1
+        else:
+            p = _rank_right(e, 0, n, t)
+        s = 2 * pos_end[p] - 1
+        k = ep[j]
+        s = max(s, 2 * ep_pos[k] + 1)
+        out[j] = min(s, 2 * ep_next[k] - 1)
+
+
+@_jit
+def cadc_rank(ep, time, rank):  # noqa: ANN001, ANN201
+    """rank[j]: index of CADC sample j among its episode's samples in time order, where the
+    samples come sorted by (episode, time) (returns True); False (rank unfilled) where they do
+    not: the caller sorts (executor._collect's twin)."""
+    first = 0
+    for j in range(ep.shape[0]):
+        if j and (ep[j] < ep[j - 1] or (ep[j] == ep[j - 1] and time[j] < time[j - 1])):
+            return False
+        if j and ep[j] != ep[j - 1]:
+            first = j
+        rank[j] = j - first
+    return True
+
+
+@_jit
+def _less(a, b, c, x, y):  # noqa: ANN001, ANN202
+    """(a, b, c)[x] < (a, b, c)[y], lexicographically."""
+    if a[x] != a[y]:
+        return a[x] < a[y]
+    if b[x] != b[y]:
+        return b[x] < b[y]
+    return c[x] < c[y]
+
+
+@_jit
+def sort_order(a, b, c):  # noqa: ANN001, ANN201
+    """np.lexsort((c, b, a)) (stable) by merging the sorted runs the rows arrive in: records
+    come as a few streams each already in time order, so this is about one pass per doubling
+    of the run length instead of three full sorts."""
+    n = a.shape[0]
+    order = np.arange(n)
+    starts = np.empty(n + 2, np.int64)
+    m = 1
+    starts[0] = 0
+    for i in range(1, n):
+        if _less(a, b, c, i, i - 1):
+            starts[m] = i
             m += 1
-    return frm, lab
+    starts[m] = n
+    buf = np.empty(n, np.int64)
+    while m > 1:
+        k = 0
+        for r in range(0, m, 2):
+            lo = starts[r]
+            mid = starts[r + 1]
+            hi = starts[r + 2] if r + 2 <= m else mid
+            i, j = lo, mid
+            for q in range(lo, hi):
+                if j >= hi or (i < mid and not _less(a, b, c, order[j], order[i])):
+                    buf[q] = order[i]
+                    i += 1
+                else:
+                    buf[q] = order[j]
+                    j += 1
+            starts[k] = lo
+            k += 1
+        starts[k] = n
+        m = k
+        order, buf = buf, order
+    return order
+
+
+@_jit
+def trace_layout(elapsed, seq, sub, word, timed, cadc_row, reset_e, reset_seq, block):  # noqa: ANN001, ANN201, PLR0913
+    """The trace words of records sorted by (elapsed, seq, sub) (executor._assemble's twin):
+    the playback timer of each (elapsed minus its TIMER_RESET segment's offset; resets at
+    (reset_e, reset_seq)) in the low 42 bits of timed ones, a TIME_SYNC before a timed record
+    of another 2^42 epoch than the host last saw, and `block` words left after each CADC_HEAD
+    (cadc_row >= 0) for its samples. Returns (words, position of each block's first word, its
+    row), blocks in trace order; the blocks' words are left to the caller."""
+    n = elapsed.shape[0]
+    order = sort_order(elapsed, seq, sub)
+    timer = np.empty(n, np.int64)
+    sync = np.zeros(n, np.bool_)
+    n_reset = reset_e.shape[0]
+    ps = 0
+    off = 0
+    known = 0
+    total = 0
+    n_cadc = 0
+    for r in range(n):
+        j = order[r]
+        el = elapsed[j]
+        while ps < n_reset and (reset_e[ps] < el or (reset_e[ps] == el
+                                                     and reset_seq[ps] <= seq[j])):
+            off = reset_e[ps]
+            ps += 1
+        tm = el - off
+        timer[r] = tm
+        total += 1
+        if (word[j] >> np.uint64(56)) == _TIME_SYNC:
+            known = 0
+        elif timed[j]:
+            if (tm >> 42) != known:
+                sync[r] = True
+                total += 1
+            known = tm >> 42
+        if cadc_row[j] >= 0:
+            total += block
+            n_cadc += 1
+    out = np.empty(total, np.uint64)
+    at = np.empty(n_cadc, np.int64)
+    rows = np.empty(n_cadc, np.int64)
+    q = 0
+    c = 0
+    for r in range(n):
+        j = order[r]
+        tm = timer[r]
+        if sync[r]:
+            out[q] = (_TIME_SYNC << np.uint64(56)) | (np.uint64((tm >> 42) << 42) & _M56)
+            q += 1
+        wd = word[j]
+        if timed[j]:
+            wd |= np.uint64(tm) & _M42
+        out[q] = wd
+        q += 1
+        if cadc_row[j] >= 0:
+            at[c] = q
+            rows[c] = cadc_row[j]
+            c += 1
+            q += block
+    return out, at, rows
 
 
 def use() -> bool:

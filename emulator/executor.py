@@ -129,16 +129,16 @@ class _Records:
     cadc_row: list[np.ndarray] = field(default_factory=list)  # i64 row in cadc samples, or -1
 
     def add(self, elapsed, seq, sub, word, *, timed: bool, cadc_row=None) -> None:
-        n = np.asarray(word).size
+        """Rows of one kind; scalars stand for every row (one row where all are scalars)."""
+        n = max((np.size(x) for x in (elapsed, seq, sub, word) if np.ndim(x)), default=1)
         if n == 0:
             return
-        self.elapsed.append(np.broadcast_to(np.asarray(elapsed, np.int64), n))
-        self.seq.append(np.broadcast_to(np.asarray(seq, np.int64), n))
-        self.sub.append(np.broadcast_to(np.asarray(sub, np.int64), n))
-        self.word.append(np.broadcast_to(np.asarray(word, _U64), n))
+        for col, x, dtype in ((self.elapsed, elapsed, np.int64), (self.seq, seq, np.int64),
+                              (self.sub, sub, np.int64), (self.word, word, _U64)):
+            col.append(np.full(n, x, dtype) if np.ndim(x) == 0 else np.asarray(x, dtype))
         self.timed.append(np.full(n, timed))
-        rows = np.full(n, -1, np.int64) if cadc_row is None else np.asarray(cadc_row, np.int64)
-        self.cadc_row.append(rows)
+        self.cadc_row.append(np.full(n, -1, np.int64) if cadc_row is None
+                             else np.asarray(cadc_row, np.int64))
 
 
 @dataclass
@@ -221,21 +221,58 @@ class _Run:
         """
         w = self.words
         n = w.size
-        if exec_kernels.use() and OPCODE_SHIFT == 56:  # the whole-array passes in one
-            op, bad = np.empty(n, np.int64), np.empty(n, bool)
-            nd, ndop, run, rare = (np.empty(n, np.int64) for _ in range(4))
-            k, m = exec_kernels.word_checks(w, _KNOWN, _RESERVED, int(Instr.DATA), _RARE, op,
-                                            bad, nd, ndop, run, rare)
-            nd, ndop, run, rare = nd[:k], ndop[:k], run[:k], rare[:m]
+        if exec_kernels.use() and OPCODE_SHIFT == 56:  # every check in one pass
+            self.nd, self.ndop, run = (np.empty(n, np.int64) for _ in range(3))
+            self.ndw = np.empty(n, _U64)
+            self.hist = np.zeros(256, np.int64)
+            k, bad, short, missing, stray, halt = exec_kernels.program_scan(
+                w, _KNOWN, _RESERVED, _SYSTEM_OK, self.nd, self.ndop, self.ndw, run, self.hist)
+            self.nd, self.ndop, self.ndw, run = self.nd[:k], self.ndop[:k], self.ndw[:k], run[:k]
         else:
-            op = (w >> _U64(OPCODE_SHIFT)).view(np.int64)  # < 256: the bits are the value
-            nd = np.flatnonzero(op != Instr.DATA)
-            bad = ~_KNOWN[op] | ((w & _RESERVED[op]) != 0)  # (reserved masks lie below bit 56)
-            ndop = op[nd]
-            run = np.append(nd[1:], n) - nd - 1  # DATA words following each non-DATA word
-            rare = np.flatnonzero(_RARE[op])
-        self.op = op
-        self.nd = nd
+            bad, short, missing, stray, halt = self._scan()
+        # candidate errors: (detected at, stop index, code, info16, info32). The one a streaming
+        # decoder meets first wins (a WRITE_BLOCK whose DATA words run short is detected at the
+        # missing word, after a malformed DATA word inside it); execution stops at `stop`.
+        cands: list[tuple[int, int, int, int, int]] = []
+        if n and int(w[0] >> _U64(OPCODE_SHIFT)) == Instr.DATA:
+            cands.append((0, 0, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), 0))
+        if bad >= 0:
+            cands.append((bad, bad, ErrorCode.BAD_INSTRUCTION, int(w[bad] >> _U64(OPCODE_SHIFT)),
+                          bad))
+        if short >= 0:
+            cands.append((missing, int(self.nd[short]), ErrorCode.TRUNCATED_PROGRAM,
+                          int(self.ndop[short]), missing))
+        if stray >= 0:
+            cands.append((stray, stray, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), stray))
+        halt_at = halt if halt >= 0 else n
+        if self.truncated_bytes:  # a partial last word: the program was cut off
+            cands.append((n, n, ErrorCode.TRUNCATED_PROGRAM, 0, n))
+        cands = [c for c in cands if c[1] < halt_at or (halt < 0 and c[1] == n)]
+        if cands:
+            _, stop, code, info16, info32 = min(cands)
+            return stop, HALT_ABORTED, (int(code), info16, info32)
+        if halt < 0:
+            return n, HALT_ABORTED, (int(ErrorCode.TRUNCATED_PROGRAM), 0, n)
+        if halt_at + 1 < n:  # words after HALT are not executed: say so
+            after = halt_at + 1
+            return halt_at, HALT_ERRORS, (int(ErrorCode.BAD_INSTRUCTION),
+                                          int(w[after] >> _U64(OPCODE_SHIFT)), after)
+        return halt_at, HALT_OK, None
+
+    def _scan(self) -> tuple[int, int, int, int, int]:
+        """exec_kernels.program_scan's numpy twin: sets nd, ndop, ndw (the words that are not
+        DATA) and hist (words per opcode); returns (first bad word, first short write (index
+        into nd), the word it misses, first stray DATA word, first good HALT), -1: none."""
+        w = self.words
+        n = w.size
+        op = (w >> _U64(OPCODE_SHIFT)).view(np.int64)  # < 256: the bits are the value
+        nd = np.flatnonzero(op != Instr.DATA)
+        bad = ~_KNOWN[op] | ((w & _RESERVED[op]) != 0)  # (reserved masks lie below bit 56)
+        ndop = op[nd]
+        run = np.append(nd[1:], n) - nd - 1  # DATA words following each non-DATA word
+        rare = np.flatnonzero(_RARE[op])
+        self.nd, self.ndop, self.ndw = nd, ndop, w[nd]
+        self.hist = np.bincount(op, minlength=256)
         # the rarer checks on the few words they concern
         rop = op[rare]
         cnt_at = rare[(rop == Instr.WRITE_BLOCK) | (rop == Instr.READ)
@@ -252,42 +289,48 @@ class _Run:
         need = (ndop == Instr.WRITE).astype(np.int64)
         blk = np.flatnonzero(ndop == Instr.WRITE_BLOCK)
         need[blk] = ((w[nd[blk]] >> _U64(32)) & _U64(COUNT24)).view(np.int64)
-        # candidate errors: (detected at, stop index, code, info16, info32). The one a streaming
-        # decoder meets first wins (a WRITE_BLOCK whose DATA words run short is detected at the
-        # missing word, after a malformed DATA word inside it); execution stops at `stop`.
-        cands: list[tuple[int, int, int, int, int]] = []
-        if n and op[0] == Instr.DATA:
-            cands.append((0, 0, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), 0))
+        first_bad = short = missing = stray = halt = -1
         hit = np.flatnonzero(bad)
         if hit.size:
-            i = int(hit[0])
-            cands.append((i, i, ErrorCode.BAD_INSTRUCTION, int(op[i]), i))
+            first_bad = int(hit[0])
         hit = np.flatnonzero(run < need)
         if hit.size:
-            k = int(hit[0])
-            missing = int(nd[k] + 1 + run[k])
-            cands.append((missing, int(nd[k]), ErrorCode.TRUNCATED_PROGRAM, int(ndop[k]), missing))
+            short = int(hit[0])
+            missing = int(nd[short] + 1 + run[short])
         hit = np.flatnonzero(run > need)
         if hit.size:
             stray = int(nd[hit[0]] + 1 + need[hit[0]])
-            cands.append((stray, stray, ErrorCode.BAD_INSTRUCTION, int(Instr.DATA), stray))
         halts = np.flatnonzero(ndop == Instr.HALT)
         halts = halts[~bad[nd[halts]]]
-        halt_at = int(nd[halts[0]]) if halts.size else n
-        if self.truncated_bytes:  # a partial last word: the program was cut off
-            cands.append((n, n, ErrorCode.TRUNCATED_PROGRAM, 0, n))
-        cands = [c for c in cands if c[1] < halt_at or (not halts.size and c[1] == n)]
-        if cands:
-            _, stop, code, info16, info32 = min(cands)
-            return stop, HALT_ABORTED, (int(code), info16, info32)
-        if not halts.size:
-            return n, HALT_ABORTED, (int(ErrorCode.TRUNCATED_PROGRAM), 0, n)
-        if halt_at + 1 < n:  # words after HALT are not executed: say so
-            after = halt_at + 1
-            return halt_at, HALT_ERRORS, (int(ErrorCode.BAD_INSTRUCTION), int(op[after]), after)
-        return halt_at, HALT_OK, None
+        if halts.size:
+            halt = int(nd[halts[0]])
+        return first_bad, short, missing, stray, halt
 
     # ------------------------------------------------------------------ timing
+    def _events(self) -> None:
+        """The timeline and the events of the executed instructions: _times, _stimuli and
+        _episodes, or exec_kernels.events (their compiled twin) in two passes."""
+        if not exec_kernels.use():
+            self._times()
+            self._stimuli()
+            self._episodes()
+            return
+        op = self.op_i
+        period = cfg = np.zeros(0, np.int64)
+        if self.hist[Instr.MADC_RECORD]:
+            period, cfg = self._madc_config_at(self.I[op == Instr.MADC_RECORD])
+        ((self.e, now, off, pend), ep, spk, cadc, madc,
+         (self.past_at, self.reset_at, self.bad_madc_at, self.bad_madc_cfg)) = exec_kernels.events(
+            self.I, op, self.w_i, self.ex.timer, period, cfg, MADC_MIN_PERIOD, _SPIKE_N, _TIMED)
+        self.e_halt = max(now, pend)
+        self.off_halt = off
+        (self.ep_start, self.ep_pos, self.ep_index, self.ep_explicit, self.ep_end,
+         self.ep_next_pos) = ep
+        self.spk_label, self.spk_time, self.spk_ep, self.spk_rel = spk
+        self.cadc_time, self.cadc_ep, self.cadc_rel = cadc
+        self.madc_time, self.madc_ep, self.madc_rel, self.madc_source = madc
+        self.n_episodes = self.ep_start.size
+
     def _times(self) -> None:
         """Elapsed time (i64 ticks, monotone, ignores TIMER_RESET) at which each instruction
         executes, segment offsets of TIMER_RESETs, ADC sample schedules and TIME_IN_PAST errors."""
@@ -304,33 +347,20 @@ class _Run:
         madc_period, madc_cfg = self._madc_config_at(I[is_madc])
         period = np.zeros(n, np.int64)
         period[is_madc] = madc_period
-        if exec_kernels.use():  # the fields and ADC durations in one pass
-            t, cs_count, cs_interval, madc_n, dur = (np.empty(n, np.int64) for _ in range(5))
-            has_adc, bad_madc = np.empty(n, bool), np.empty(n, bool)
-            exec_kernels.adc_fields(op, w, period, MADC_MIN_PERIOD, t, cs_count, cs_interval,
-                                    madc_n, dur, has_adc, bad_madc)
-        else:
-            # fields only where their instruction is (0 elsewhere): most words are spikes / waits
-            t = _field(w, is_wait, 0, M56)
-            cs_count = _field(w, is_cs, 42, LABEL_MASK)
-            cs_interval = _field(w, is_cs, 0, TIMESTAMP_MASK)
-            madc_n = _field(w, is_madc, 32, COUNT24)
-            bad_madc = is_madc & (period < MADC_MIN_PERIOD) & (madc_n > 0)
-            n_adc = cs_count + is_ct + np.where(bad_madc, 0, madc_n)
-            step = cs_interval + period
-            dur = np.where(n_adc > 0, (n_adc - 1) * step + 1, 0)
-            has_adc = n_adc > 0
+        # fields only where their instruction is (0 elsewhere): most words are spikes / waits
+        t = _field(w, is_wait, 0, M56)
+        cs_count = _field(w, is_cs, 42, LABEL_MASK)
+        cs_interval = _field(w, is_cs, 0, TIMESTAMP_MASK)
+        madc_n = _field(w, is_madc, 32, COUNT24)
+        bad_madc = is_madc & (period < MADC_MIN_PERIOD) & (madc_n > 0)
+        n_adc = cs_count + is_ct + np.where(bad_madc, 0, madc_n)
+        step = cs_interval + period
+        dur = np.where(n_adc > 0, (n_adc - 1) * step + 1, 0)
+        has_adc = n_adc > 0
         barriers = np.flatnonzero(op == Instr.BARRIER)
-
         e0 = self.ex.timer
-        if exec_kernels.use():  # one sequential pass
-            e, seg_off, past = (np.empty(n, np.int64), np.empty(n, np.int64),
-                                np.empty(n, bool))
-            pend = int(exec_kernels.timeline(e0, t, is_wait, is_reset, op == Instr.BARRIER, dur,
-                                             has_adc, e, seg_off, past))
-        else:
-            e, seg_off, past, pend = _timeline_fixed_point(e0, t, is_wait, is_reset, barriers,
-                                                           dur, has_adc)
+        e, seg_off, past, pend = _timeline_fixed_point(e0, t, is_wait, is_reset, barriers, dur,
+                                                       has_adc)
         if e is None:  # barriers waiting on barriers, deeper than the fixed point goes
             e, seg_off, past, pend = _timeline_sequential(e0, t, is_wait, is_reset, barriers,
                                                           dur, has_adc, op)
@@ -339,13 +369,15 @@ class _Run:
         self.e = e
         self.e_halt = max(now, pend)
         self.off_halt = off
-        self.past = past
-        self.dur = dur
+        self.past_at = np.flatnonzero(past)
+        self.reset_at = np.flatnonzero(is_reset)
         self.is_cs, self.is_ct, self.is_madc = is_cs, is_ct, is_madc
         self.cs_count, self.cs_interval = cs_count, cs_interval
         self.madc_n, self.period, self.bad_madc = madc_n, period, bad_madc
         self.madc_cfg = np.zeros(n, np.int64)
         self.madc_cfg[is_madc] = madc_cfg
+        self.bad_madc_at = np.flatnonzero(bad_madc)
+        self.bad_madc_cfg = self.madc_cfg[self.bad_madc_at]
 
     def _madc_config_at(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """MADC period and config word in force at word indices `at` (earlier writes applied)."""
@@ -385,9 +417,27 @@ class _Run:
         I = self.I
         op = self.op_i
         w = self.w_i
+        self.el_applied = self.sys_applied = 0
+        if self.hist[Instr.DATA] or self.hist[Instr.READ]:
+            self._accesses()
+        else:  # (a program of spikes and waits: none)
+            self.el_owner = self.el_addr = self.el_val = np.zeros(0, np.int64)
+            self.el_read = np.zeros(0, bool)
+            self.el_code = np.zeros(0, np.uint8)
+        sys_at = (np.flatnonzero(op == Instr.SYSTEM) if self.hist[Instr.SYSTEM]
+                  else np.zeros(0, np.int64))
+        self.sys_pos = I[sys_at]
+        self.sys_code = (w[sys_at] & _U64(0xFF)).astype(np.int64)
+
+    def _accesses(self) -> None:
+        """The register accesses (el_*: owning word, address, value, is a read) of the
+        executed writes and reads, in program order."""
+        I = self.I
+        op = self.op_i
+        w = self.w_i
         end = self.end
         # writes: every DATA word in the executed range belongs to the instruction before it
-        data_idx = np.flatnonzero(self.op[:end] == Instr.DATA)
+        data_idx = np.flatnonzero((self.words[:end] >> _U64(OPCODE_SHIFT)) == Instr.DATA)
         owner_pos = np.searchsorted(I, data_idx) - 1
         w_owner = I[owner_pos]
         w_addr = (w[owner_pos] & _U64(M32)).astype(np.int64) + (data_idx - w_owner - 1)
@@ -406,21 +456,17 @@ class _Run:
         sub = np.concatenate([data_idx - w_owner - 1, r_off])
         order = np.lexsort((sub, owner))
         self.el_owner = owner[order]
-        self.el_sub = sub[order]
         self.el_addr = np.concatenate([w_addr, r_addr])[order]
         self.el_val = np.concatenate([w_val, np.zeros(tot, np.int64)])[order]
         self.el_read = np.concatenate([np.zeros(w_addr.size, bool), np.ones(tot, bool)])[order]
         self.el_code = np.zeros(owner.size, np.uint8)
-        self.el_applied = 0
-        sys_mask = op == Instr.SYSTEM
-        self.sys_pos = I[sys_mask]
-        self.sys_code = (w[sys_mask] & _U64(0xFF)).astype(np.int64)
-        self.sys_applied = 0
 
     def _split_positions(self) -> tuple[np.ndarray, np.ndarray]:
         """Word indices of accesses after which a new episode group must start, and of the
         readout-register writes (CADC offsets, MADC config), which only change what the
         following episodes' ADC samples read: those ride along in the batch instead."""
+        if not (self.el_owner.size or self.sys_pos.size):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
         blk = self.el_addr >> BLOCK_SHIFT
         readout = ~self.el_read & np.isin(blk, _READOUT_BLOCKS)
         splitting = np.where(self.el_read, blk == Block.SPIKE_COUNTER,
@@ -476,16 +522,13 @@ class _Run:
         """Injected spikes and requested ADC samples: elapsed time, issuing instruction."""
         op = self.op_i
         w = self.w_i
-        if exec_kernels.use():  # one pass: count, then fill
-            rep, self.spk_label = exec_kernels.spikes(op, w, _SPIKE_N)
-        else:
-            nspk = _SPIKE_N[op]
-            si = np.flatnonzero(nspk)
-            cnt = nspk[si]
-            rep = np.repeat(si, cnt)
-            k = np.arange(rep.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-            shift = (42 - 14 * k).astype(np.uint64)
-            self.spk_label = ((w[rep] >> shift) & _U64(LABEL_MASK)).astype(np.uint16)
+        nspk = _SPIKE_N[op]
+        si = np.flatnonzero(nspk)
+        cnt = nspk[si]
+        rep = np.repeat(si, cnt)
+        k = np.arange(rep.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        shift = (42 - 14 * k).astype(np.uint64)
+        self.spk_label = ((w[rep] >> shift) & _U64(LABEL_MASK)).astype(np.uint16)
         self.spk_from = rep  # position in I of the issuing instruction
         self.spk_time = self.e[rep]
         ci = np.flatnonzero(self.is_cs | self.is_ct)  # (few: no pass over counts of all)
@@ -546,6 +589,10 @@ class _Run:
         self.ep_end = end
         self.ep_next_pos = np.append(self.ep_pos[1:], np.iinfo(np.int64).max // 4)
         self.n_episodes = n_ep
+        # event times within their episodes (what the core gets)
+        self.spk_rel = self.spk_time - self.ep_start[self.spk_ep]
+        self.cadc_rel = self.cadc_time - self.ep_start[self.cadc_ep]
+        self.madc_rel = self.madc_time - self.ep_start[self.madc_ep]
 
     def _simulate(self) -> None:
         """Run every episode group through the analog core, applying register ops in between."""
@@ -586,28 +633,27 @@ class _Run:
                 self._apply_until(int(self.ep_pos[a]))
                 cadc_offset[a - g0:b - g0] = self.regs.cadc_offset
                 madc_config[a - g0:b - g0] = int(self.regs.madc_config)
-        sel_s = np.flatnonzero((self.spk_ep >= g0) & (self.spk_ep < g1))
-        sel_c = np.flatnonzero((self.cadc_ep >= g0) & (self.cadc_ep < g1))
-        sel_m = np.flatnonzero((self.madc_ep >= g0) & (self.madc_ep < g1))
-        s_ep = self.spk_ep[sel_s]
-        c_ep = self.cadc_ep[sel_c]
-        m_ep = self.madc_ep[sel_m]
+        whole = g0 == 0 and g1 == self.n_episodes  # (usual: no selection, no copies)
+        sel_s, sel_c, sel_m = (slice(None) if whole else np.flatnonzero((ep >= g0) & (ep < g1))
+                               for ep in (self.spk_ep, self.cadc_ep, self.madc_ep))
         batch = EpisodeBatch(
             n_episodes=g1 - g0,
             duration=(self.ep_end[g0:g1] - start).astype(np.uint64),
-            spike_episode=(s_ep - g0).astype(np.int32),
-            spike_time=(self.spk_time[sel_s] - self.ep_start[s_ep]).astype(np.uint64),
+            # (times within their episodes are >= 0: the u64 view holds the same values)
+            spike_episode=_local(self.spk_ep[sel_s], g0),
+            spike_time=self.spk_rel[sel_s].view(np.uint64),
             spike_label=self.spk_label[sel_s],
-            cadc_episode=(c_ep - g0).astype(np.int32),
-            cadc_time=(self.cadc_time[sel_c] - self.ep_start[c_ep]).astype(np.uint64),
-            madc_episode=(m_ep - g0).astype(np.int32),
-            madc_time=(self.madc_time[sel_m] - self.ep_start[m_ep]).astype(np.uint64),
+            cadc_episode=_local(self.cadc_ep[sel_c], g0),
+            cadc_time=self.cadc_rel[sel_c].view(np.uint64),
+            madc_episode=_local(self.madc_ep[sel_m], g0),
+            madc_time=self.madc_rel[sel_m].view(np.uint64),
             noise_key=int(ex._noise.integers(0, 1 << 63)),
             cadc_offset=cadc_offset,
             madc_config=madc_config,
         )
+        all_c = whole or sel_c.size == self.cadc_time.size  # one group holds every sample
         deferred = getattr(ex.core, "run_deferred", None)
-        if deferred is not None and sel_c.size == self.cadc_time.size:
+        if deferred is not None and all_c:
             # one group holds every sample: the core's workers may still write the codes
             # while the trace records are put together (_cadc_wait before they are packed)
             result = deferred(batch)
@@ -619,7 +665,7 @@ class _Run:
         out_t = self.ep_start[out_ep] + np.asarray(result.spike_time, np.int64)
         self.out_spk.append((out_t, np.asarray(result.spike_label, np.int64), out_ep))
         samples = np.asarray(result.cadc_samples, np.uint8).reshape(-1, CADC_CHANNELS)
-        if sel_c.size == self.cadc_time.size:  # one group holds every sample: no copy
+        if all_c:  # no copy
             self.cadc_samples = samples
         else:
             if self.cadc_samples is None:
@@ -639,10 +685,14 @@ class _Run:
         """Sort position of an event at elapsed `times` in episode row `ep`: after every
         instruction executed at or before it, but inside its episode (odd: never ties with an
         instruction's own records, which sort at 2 * word index)."""
-        after = np.searchsorted(self.e, times, side="right")
         if self._i_end is None:
             self._i_end = np.append(self.I, self.end)
-        pos = self._i_end[after]
+        if exec_kernels.use():  # a walk along the instructions (events come in time order)
+            out = np.empty(times.size, np.int64)
+            exec_kernels.event_seq(self.e, self._i_end, times, ep, self.ep_pos,
+                                   self.ep_next_pos, out)
+            return out
+        pos = self._i_end[np.searchsorted(self.e, times, side="right")]
         return np.clip(2 * pos - 1, 2 * self.ep_pos[ep] + 1, 2 * self.ep_next_pos[ep] - 1)
 
     def _error(self, code: int, info16, info32, elapsed, seq, sub=0) -> None:
@@ -652,39 +702,17 @@ class _Run:
         self.rec.add(elapsed, seq, sub, word, timed=False)
         self.n_errors += word.size
 
-    def _collect(self) -> None:
-        rec = self.rec
-        I = self.I
-        e = self.e
-        op = self.op_i
-        if self.el_owner.size:  # elapsed time at each register access's word
-            pos_e = np.zeros(self.words.size + 1, np.int64)
-            pos_e[I] = e
-            el_e = pos_e[self.el_owner]
-        else:
-            el_e = np.zeros(0, np.int64)
-        # TIME_SYNC(0) at each TIMER_RESET
-        r = np.flatnonzero(op == Instr.TIMER_RESET)
-        rec.add(e[r], 2 * I[r], 0, np.full(r.size, _rec(Rec.TIME_SYNC), _U64), timed=False)
-        self.reset_e, self.reset_seq = e[r], 2 * I[r]
-        # EPISODE markers
-        ex = self.ep_explicit
-        word = _rec(Rec.EPISODE) | (self.ep_index[ex].astype(_U64) << _U64(42))
-        rec.add(self.ep_start[ex], 2 * self.ep_pos[ex], 0, word, timed=True)
-        # TIME_IN_PAST
-        p = np.flatnonzero(self.past)
-        self._error(ErrorCode.TIME_IN_PAST, 0, I[p], e[p], 2 * I[p])
-        # MADC without a usable period
-        b = np.flatnonzero(self.bad_madc)
-        self._error(ErrorCode.VALUE_OUT_OF_RANGE, self.madc_cfg[b], MADC_CONFIG_ADDR, e[b],
-                    2 * I[b])
-        # register accesses: READ_DATA for every read, ERROR for every refused access
+    def _access_records(self) -> None:
+        """READ_DATA for every register read, ERROR for every refused access."""
+        pos_e = np.zeros(self.words.size + 1, np.int64)  # elapsed time at each access's word
+        pos_e[self.I] = self.e
+        el_e = pos_e[self.el_owner]
         el_seq = 2 * self.el_owner
         sub = 2 * np.arange(self.el_owner.size, dtype=np.int64)
         rd = np.flatnonzero(self.el_read)
         idx = np.arange(rd.size, dtype=np.int64) & COUNT24
         word = (_rec(Rec.READ_DATA) | (idx << 32) | self.el_val[rd]).astype(_U64)
-        rec.add(el_e[rd], el_seq[rd], sub[rd], word, timed=False)
+        self.rec.add(el_e[rd], el_seq[rd], sub[rd], word, timed=False)
         bad = np.flatnonzero(self.el_code)
         codes = self.el_code[bad].astype(np.int64)
         info16 = np.where(codes == ErrorCode.VALUE_OUT_OF_RANGE, self.el_val[bad] & 0xFFFF, 0)
@@ -692,6 +720,32 @@ class _Run:
             m = codes == code
             self._error(code, info16[m], self.el_addr[bad][m], el_e[bad][m], el_seq[bad][m],
                         sub[bad][m] + 1)
+
+    def _collect(self) -> None:
+        """Trace records of everything but HALT: TIME_SYNC at TIMER_RESETs, EPISODE markers,
+        errors of instructions and register accesses, READ_DATA, and the events of the core
+        runs (SPIKE, CADC_HEAD, MADC)."""
+        rec = self.rec
+        I = self.I
+        e = self.e
+        # TIME_SYNC(0) at each TIMER_RESET
+        r = self.reset_at
+        self.reset_e, self.reset_seq = e[r], 2 * I[r]
+        if r.size:
+            rec.add(self.reset_e, self.reset_seq, 0, _rec(Rec.TIME_SYNC), timed=False)
+        # EPISODE markers
+        ex = self.ep_explicit
+        word = _rec(Rec.EPISODE) | (self.ep_index[ex].astype(_U64) << _U64(42))
+        rec.add(self.ep_start[ex], 2 * self.ep_pos[ex], 0, word, timed=True)
+        if self.past_at.size:  # TIME_IN_PAST
+            p = self.past_at
+            self._error(ErrorCode.TIME_IN_PAST, 0, I[p], e[p], 2 * I[p])
+        if self.bad_madc_at.size:  # MADC without a usable period
+            b = self.bad_madc_at
+            self._error(ErrorCode.VALUE_OUT_OF_RANGE, self.bad_madc_cfg, MADC_CONFIG_ADDR, e[b],
+                        2 * I[b])
+        if self.el_owner.size:
+            self._access_records()
         # spikes that reached FPGA_RECORD
         if self.out_spk:
             t, lab, ep = (np.concatenate(x) for x in zip(*self.out_spk, strict=True))
@@ -699,16 +753,18 @@ class _Run:
             rec.add(t, self._async_seq(t, ep), np.arange(t.size), word, timed=True)
         # CADC samples: index within episode = rank among the episode's samples, in time order
         if self.cadc_time.size:
-            order = np.lexsort((np.arange(self.cadc_time.size), self.cadc_time, self.cadc_ep))
-            ep_sorted = self.cadc_ep[order]
-            new_ep = np.flatnonzero(np.concatenate(([True], ep_sorted[1:] != ep_sorted[:-1])))
-            first = np.repeat(new_ep, np.diff(new_ep, append=ep_sorted.size))
-            rank = np.empty(order.size, np.int64)
-            rank[order] = np.arange(order.size) - first
+            rank = np.empty(self.cadc_time.size, np.int64)
+            if not (exec_kernels.use() and exec_kernels.cadc_rank(self.cadc_ep, self.cadc_time,
+                                                                 rank)):
+                order = np.lexsort((np.arange(rank.size), self.cadc_time, self.cadc_ep))
+                ep_sorted = self.cadc_ep[order]
+                new_ep = np.flatnonzero(np.concatenate(([True], ep_sorted[1:] != ep_sorted[:-1])))
+                first = np.repeat(new_ep, np.diff(new_ep, append=ep_sorted.size))
+                rank[order] = np.arange(order.size) - first
             word = _rec(Rec.CADC_HEAD) | ((rank & LABEL_MASK).astype(_U64) << _U64(42))
             seq = self._async_seq(self.cadc_time, self.cadc_ep)
-            rec.add(self.cadc_time, seq, 1 << 40 | np.arange(order.size), word, timed=True,
-                    cadc_row=np.arange(order.size))
+            rows = np.arange(rank.size)
+            rec.add(self.cadc_time, seq, 1 << 40 | rows, word, timed=True, cadc_row=rows)
         if self.madc_time.size:
             word = (_rec(Rec.MADC) | (self.madc_source.astype(_U64) << _U64(52))
                     | ((self.madc_values.astype(_U64) & _U64(0x3FF)) << _U64(42)))
@@ -717,44 +773,23 @@ class _Run:
                     timed=True)
 
     def _assemble(self, status: int) -> np.ndarray:
+        """The trace: every record and HALT in time order, with the playback timer, TIME_SYNCs
+        where the 42-bit epoch changes, and the CADC samples after their heads."""
         rec = self.rec
         big = np.iinfo(np.int64).max
         rec.add(self.e_halt, big, 0, _rec(Rec.HALT) | (status << 42), timed=True)
-        elapsed = np.concatenate(rec.elapsed)
-        seq = np.concatenate(rec.seq)
-        sub = np.concatenate(rec.sub)
-        word = np.concatenate(rec.word)
-        timed = np.concatenate(rec.timed)
-        cadc_row = np.concatenate(rec.cadc_row)
-        order = np.lexsort((sub, seq, elapsed))
-        elapsed, seq, word, timed, cadc_row = (
-            elapsed[order], seq[order], word[order], timed[order], cadc_row[order])
-        # playback timer of each record: elapsed minus the offset of its TIMER_RESET segment
-        offs = np.concatenate([[0], self.reset_e])
-        seg = _count_le(self.reset_e, self.reset_seq, elapsed, seq)
-        timer = elapsed - offs[seg]
-        is_sync = (word >> _U64(OPCODE_SHIFT)) == Rec.TIME_SYNC
-        # the host knows the epoch (time >> 42) of the last TIME_SYNC or timed record it saw;
-        # a timed record of another epoch needs a TIME_SYNC first (a reset's sync is epoch 0)
-        epoch = np.where(is_sync, 0, timer >> TIMESTAMP_BITS)
-        marked = np.where(timed | is_sync, np.arange(timed.size), -1)
-        last = np.concatenate([[-1], np.maximum.accumulate(marked)[:-1]])
-        known = np.where(last >= 0, epoch[np.maximum(last, 0)], 0)
-        need_sync = timed & ~is_sync & (epoch != known)
-        word = np.where(timed, word | (timer.astype(_U64) & _U64(TIMESTAMP_MASK)), word)
-        size = np.where(cadc_row >= 0, _CADC_BLOCK, 1) + need_sync
-        out = np.empty(int(size.sum()), _U64)  # every word is written below
-        at = np.cumsum(size) - size
-        sync_t = (timer[need_sync] >> TIMESTAMP_BITS) << TIMESTAMP_BITS  # the wrap moment
-        out[at[need_sync]] = _rec(Rec.TIME_SYNC) | (sync_t.astype(_U64) & _U64(M56))
-        head = at + need_sync
-        out[head] = word
-        rows = np.flatnonzero(cadc_row >= 0)
+        cols = [np.concatenate(c) for c in (rec.elapsed, rec.seq, rec.sub, rec.word, rec.timed,
+                                            rec.cadc_row)]
+        if exec_kernels.use():  # sort, timer, syncs and layout in two passes
+            out, blocks, rows = exec_kernels.trace_layout(*cols, self.reset_e, self.reset_seq,
+                                                          CADC_DATA_WORDS)
+        else:
+            out, blocks, rows = _trace_layout(*cols, self.reset_e, self.reset_seq)
         self._cadc_ready()
         if rows.size:
             # (a core that ran on several workers just now found a second core free)
             split = int(getattr(self.ex._core, "workers_used", 1)) > 1
-            _put_cadc(out, head[rows] + 1, self.cadc_samples, cadc_row[rows], split)
+            _put_cadc(out, blocks, self.cadc_samples, rows, split)
         ex = self.ex
         ex.timer = int(self.e_halt - self.off_halt)
         return out
@@ -764,14 +799,11 @@ class _Run:
         ex = self.ex
         self.core_runs = 0
         self.end, status, stop_err = self._validate()
-        self.I = self.nd[self.nd < self.end]
-        # opcode and word of each executed instruction: gathered once, read by every pass
-        self.op_i = self.op[self.I]
-        self.w_i = self.words[self.I]
-        self._times()
+        # position, opcode and word of each executed instruction, read by every pass
+        k = int(np.searchsorted(self.nd, self.end))
+        self.I, self.op_i, self.w_i = self.nd[:k], self.ndop[:k], self.ndw[:k]
+        self._events()
         self._elements()
-        self._stimuli()
-        self._episodes()
         self._simulate()
         self._collect()
         if stop_err is not None:
@@ -784,6 +816,11 @@ class _Run:
                              core_runs=self.core_runs, errors=self.n_errors, status=status,
                              trace_words=out.size)
         return out
+
+
+def _local(ep: np.ndarray, g0: int) -> np.ndarray:
+    """Episode rows of a group starting at row g0, as the core takes them (i32)."""
+    return (ep - g0 if g0 else ep).astype(np.int32)
 
 
 _NONE = -(1 << 62)  # "no candidate" in elapsed-time maxima
@@ -929,6 +966,38 @@ def _max_end(e: np.ndarray, dur: np.ndarray, has: np.ndarray) -> int:
     if not has.any():
         return 0
     return int((e[has] + dur[has]).max())
+
+
+def _trace_layout(elapsed: np.ndarray, seq: np.ndarray, sub: np.ndarray, word: np.ndarray,
+                  timed: np.ndarray, cadc_row: np.ndarray, reset_e: np.ndarray,
+                  reset_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """exec_kernels.trace_layout's numpy twin: the trace words of records sorted by (elapsed,
+    seq, sub), CADC blocks left out; (words, position of each block, its sample row)."""
+    order = np.lexsort((sub, seq, elapsed))
+    elapsed, seq, word, timed, cadc_row = (
+        elapsed[order], seq[order], word[order], timed[order], cadc_row[order])
+    # playback timer of each record: elapsed minus the offset of its TIMER_RESET segment
+    offs = np.concatenate([[0], reset_e])
+    seg = _count_le(reset_e, reset_seq, elapsed, seq)
+    timer = elapsed - offs[seg]
+    is_sync = (word >> _U64(OPCODE_SHIFT)) == Rec.TIME_SYNC
+    # the host knows the epoch (time >> 42) of the last TIME_SYNC or timed record it saw;
+    # a timed record of another epoch needs a TIME_SYNC first (a reset's sync is epoch 0)
+    epoch = np.where(is_sync, 0, timer >> TIMESTAMP_BITS)
+    marked = np.where(timed | is_sync, np.arange(timed.size), -1)
+    last = np.concatenate([[-1], np.maximum.accumulate(marked)[:-1]])
+    known = np.where(last >= 0, epoch[np.maximum(last, 0)], 0)
+    need_sync = timed & ~is_sync & (epoch != known)
+    word = np.where(timed, word | (timer.astype(_U64) & _U64(TIMESTAMP_MASK)), word)
+    size = np.where(cadc_row >= 0, _CADC_BLOCK, 1) + need_sync
+    out = np.empty(int(size.sum()), _U64)  # every word is written here or by _put_cadc
+    at = np.cumsum(size) - size
+    sync_t = (timer[need_sync] >> TIMESTAMP_BITS) << TIMESTAMP_BITS  # the wrap moment
+    out[at[need_sync]] = _rec(Rec.TIME_SYNC) | (sync_t.astype(_U64) & _U64(M56))
+    head = at + need_sync
+    out[head] = word
+    rows = np.flatnonzero(cadc_row >= 0)
+    return out, head[rows] + 1, cadc_row[rows]
 
 
 def _count_le(ref_e: np.ndarray, ref_seq: np.ndarray, e: np.ndarray, seq: np.ndarray) -> np.ndarray:
