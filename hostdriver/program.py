@@ -453,6 +453,7 @@ class Program:
                 )
             add(start + m_start, np.repeat(ins.madc_record(m_n), n), 2)
             madc_ticks = (m_start, m_n)
+        spike_t = spike_lab = None  # absolute times and labels of the block's input spikes
         if spikes is not None:
             s = spikes if isinstance(spikes, SpikeInput) else SpikeInput(*spikes)
             se = _episode_index("spikes", s.episode, n)
@@ -471,24 +472,15 @@ class Program:
                     )
                 if sl.dtype.kind not in "iu" or sl.min() < 0 or sl.max() > LABEL_MASK:
                     raise config_error(f"spike labels must be integers 0..{LABEL_MASK}")
-                t_abs = start[se] + st
-                order = _order_by(t_abs, sl.astype(np.int64), LABEL_MASK + 1)
-                add(*spike_packs(t_abs[order], sl[order]))
+                spike_t, spike_lab = start[se] + st, sl.astype(np.int64)
 
-        t = np.concatenate(times)
-        pr = np.concatenate(prios)
-        w = np.concatenate(words)
-        order = _order_by(t, pr, 4)  # stable: program order within (time, priority)
-        t, w = t[order], w[order]
-        new_t = np.ones(t.size, bool)
-        new_t[1:] = t[1:] != t[:-1]
-        out = np.empty(t.size + int(new_t.sum()) + 1, np.uint64)
-        pos = np.arange(t.size) + np.cumsum(new_t)
-        out[pos] = w
-        # (times checked above: 0 <= t <= end < 2^56)
-        out[pos[new_t] - 1] = t[new_t].astype(np.uint64) | np.uint64(
-            int(Instr.WAIT_UNTIL) << OPCODE_SHIFT)
-        out[-1] = ins.wait_until(end)[0]
+        if spike_t is not None and COMPILED:
+            out = _layout_compiled(times, prios, words, spike_t, spike_lab, end)
+        else:
+            if spike_t is not None:
+                order = _order_by(spike_t, spike_lab, LABEL_MASK + 1)
+                add(*spike_packs(spike_t[order], spike_lab[order]))
+            out = _layout(times, prios, words, end)
         self._parts.append(ins.barrier())
         self._parts.append(ins.timer_reset())
         self._parts.append(out)
@@ -583,6 +575,126 @@ def _order_by(major: np.ndarray, minor: np.ndarray, n_minor: int) -> np.ndarray:
     if major.size and int(major.max()) >= (1 << 62) // n_minor:
         return np.lexsort((minor, major))
     return np.argsort(major * n_minor + minor, kind="stable")
+
+
+_WAIT_OP = np.uint64(int(Instr.WAIT_UNTIL) << OPCODE_SHIFT)
+
+
+def _layout(times: list[np.ndarray], prios: list[np.ndarray], words: list[np.ndarray],
+            end: int) -> np.ndarray:
+    """The words of an episode block in order of (time, priority), program order within, a
+    WAIT_UNTIL before each new time and one until `end` last (times checked by the caller:
+    0 <= t <= end < 2^56)."""
+    t = np.concatenate(times)
+    pr = np.concatenate(prios)
+    w = np.concatenate(words)
+    order = _order_by(t, pr, 4)  # stable: program order within (time, priority)
+    t, w = t[order], w[order]
+    new_t = np.ones(t.size, bool)
+    new_t[1:] = t[1:] != t[:-1]
+    out = np.empty(t.size + int(new_t.sum()) + 1, np.uint64)
+    pos = np.arange(t.size) + np.cumsum(new_t)
+    out[pos] = w
+    out[pos[new_t] - 1] = t[new_t].astype(np.uint64) | _WAIT_OP
+    out[-1] = np.uint64(end) | _WAIT_OP
+    return out
+
+
+def _layout_compiled(times: list[np.ndarray], prios: list[np.ndarray], words: list[np.ndarray],
+                     spike_t: np.ndarray, spike_lab: np.ndarray, end: int) -> np.ndarray:
+    """_layout with the block's input spikes (absolute times, labels: not yet sorted or packed;
+    spike_lab is sorted in place) merged in by a compiled pass, which packs them as spike_packs
+    does: the words of `_layout(times + packs, ...)`. The other words (a few per episode) are
+    ordered by numpy."""
+    t = np.concatenate(times)
+    w = np.concatenate(words)
+    order = _order_by(t, np.concatenate(prios), 4)
+    t, w = t[order], w[order]
+    lab = spike_lab  # (the caller's own array: sorted in place)
+    if not _sort_runs(spike_t, lab):  # not in time order: the rare caller
+        order = _order_by(spike_t, lab, LABEL_MASK + 1)
+        spike_t, lab = spike_t[order], lab[order]
+    out = np.empty(2 * (t.size + spike_t.size) + 1, np.uint64)
+    return out[: _merge_spikes(t, w, spike_t, lab, end, out)]
+
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a declared dependency
+    COMPILED = False
+else:
+    COMPILED = True
+
+
+def _jit(fn):  # noqa: ANN001, ANN202
+    return njit(cache=True, nogil=True, boundscheck=False)(fn) if COMPILED else fn
+
+
+@_jit
+def _sort_runs(t, lab):  # noqa: ANN001, ANN202
+    """Sort lab within each run of equal t in place; False (lab untouched) unless t is
+    non-decreasing. Spikes of equal time and label are alike, so no order among them matters."""
+    n = t.shape[0]
+    for i in range(1, n):
+        if t[i] < t[i - 1]:
+            return False
+    a = 0
+    while a < n:
+        b = a + 1
+        while b < n and t[b] == t[a]:
+            b += 1
+        if b - a > 8:
+            lab[a:b] = np.sort(lab[a:b])
+        else:
+            for i in range(a + 1, b):  # insertion sort: runs are a spike or two
+                x = lab[i]
+                j = i - 1
+                while j >= a and lab[j] > x:
+                    lab[j + 1] = lab[j]
+                    j -= 1
+                lab[j + 1] = x
+        a = b
+    return True
+
+
+_SPIKE0 = np.uint64(int(Instr.SPIKE1) - 1)
+
+
+@_jit
+def _merge_spikes(t, w, st, lab, end, out):  # noqa: ANN001, ANN202, PLR0913
+    """out = words w (sorted by time t) merged with the SPIKE1..4 packs of spikes (st, lab:
+    sorted by time, then label) after the words of their time, a WAIT_UNTIL before each new
+    time and one until `end`; returns the number of words. Packs as spike_packs: up to 4
+    spikes of one time each, labels at bits 42, 28, 14, 0."""
+    n_w = t.shape[0]
+    n_s = st.shape[0]
+    i = 0
+    j = 0
+    m = 0
+    last = -1
+    while i < n_w or j < n_s:
+        if j >= n_s or (i < n_w and t[i] <= st[j]):
+            now = t[i]
+            word = w[i]
+            i += 1
+        else:
+            now = st[j]
+            k = 1
+            while k < 4 and j + k < n_s and st[j + k] == now:
+                k += 1
+            word = ((np.uint64(k) + _SPIKE0) << np.uint64(OPCODE_SHIFT)) | (
+                np.uint64(lab[j]) << np.uint64(42))
+            for q in range(1, k):
+                word |= np.uint64(lab[j + q]) << np.uint64(42 - 14 * q)
+            j += k
+        if now != last:
+            out[m] = np.uint64(now) | _WAIT_OP
+            m += 1
+            last = now
+        out[m] = word
+        m += 1
+    out[m] = np.uint64(end) | _WAIT_OP
+    return m + 1
 
 
 def _episode_index(what: str, episode: Any, n: int) -> np.ndarray:
