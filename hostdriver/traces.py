@@ -164,6 +164,22 @@ def _dense(episode: np.ndarray, n_episodes: int, what: str, expect: int | None) 
     return np.arange(episode.size) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
+def _cadc_in_order(trace: Any, indices: np.ndarray, s: int, start: np.ndarray) -> CADCData | None:
+    """The block's CADCData when the trace holds exactly its s samples per episode, episode by
+    episode (by EPISODE index) and in time order within each: the usual layout, taken without
+    the general path's sort and checks (which give the same arrays); None otherwise."""
+    c = trace.cadc
+    n = indices.size
+    if s < 1 or c.size != n * s or indices.min(initial=0) < 0 or not (
+            c["episode"].reshape(n, s) == indices[:, None]).all():
+        return None
+    times = c["time"].astype(np.int64).reshape(n, s)
+    if s > 1 and not (times[:, 1:] >= times[:, :-1]).all():
+        return None
+    samples = trace.cadc_samples.reshape(n, s, CADC_CHANNELS).copy()
+    return CADCData(samples, times, times - start[:, None])
+
+
 def _is_range(x: np.ndarray) -> bool:
     """x == x[0] + arange(x.size) (consecutive indices)."""
     return x.size == 0 or bool((np.diff(x) == 1).all())
@@ -190,12 +206,16 @@ class EpisodeData:
 
         def number(ep_field: np.ndarray) -> np.ndarray:
             ep = ep_field.astype(np.int64)
-            return np.where(ep >= 0, lookup[np.clip(ep, 0, LABEL_MASK)], -1)
+            out = lookup[np.minimum(np.maximum(ep, 0), LABEL_MASK)]
+            out[ep < 0] = -1
+            return out
 
         recs = trace.episodes
         num = lookup[recs["index"].astype(np.int64)]
         mine = num >= 0
-        if int(mine.sum()) != n or np.unique(num[mine]).size != n:
+        seen = np.zeros(n, bool)  # n records numbered 0..n-1 are all distinct <=> all seen
+        seen[num[mine]] = True
+        if int(mine.sum()) != n or not seen.all():
             raise BoardError(
                 f"trace holds {int(mine.sum())} EPISODE records of this block's {n} episodes"
             )
@@ -216,7 +236,9 @@ class EpisodeData:
         spikes = SpikeData(t, lab, neuron, e, t - start[e])
 
         cadc = None
-        if ticket.cadc is not None or trace.cadc.size:
+        if ticket.cadc is not None:
+            cadc = _cadc_in_order(trace, ticket.indices, ticket.cadc[2], start)
+        if cadc is None and (ticket.cadc is not None or trace.cadc.size):
             c = trace.cadc
             ce = number(c["episode"])
             csel = np.flatnonzero(ce >= 0)
