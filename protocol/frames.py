@@ -99,6 +99,20 @@ def encode_frame_parts(frame: Frame) -> tuple[bytes, bytes | memoryview, bytes]:
     return head, frame.payload, _CRC.pack(crc)
 
 
+_DATA = int(FrameType.DATA)
+
+
+def data_frame_parts(channel: int, flags: int, seq: int, ack: int, window: int,
+                     payload: bytes | memoryview) -> tuple[bytes, bytes | memoryview, bytes]:
+    """encode_frame_parts(Frame(FrameType.DATA, channel, flags, seq, ack, window, payload)) for
+    a sender that keeps every field in range itself (protocol.link: channel 0..255, flags 0 or
+    END_OF_MESSAGE, seq / ack / window < 2^16, payload <= FRAME_MAX_PAYLOAD): the same bytes
+    without building and checking a Frame for each of the many frames of a long message."""
+    head = _HEADER.pack(FRAME_MAGIC, PROTOCOL_VERSION, _DATA, channel, flags, seq, ack, window,
+                        len(payload))
+    return head, payload, _CRC.pack(_crc32(payload, _crc32(head)))
+
+
 def _header_problem(fields: tuple[int, ...]) -> tuple[str, object, object] | None:
     """Why a header is not plausible, or None. Strict checks keep false resyncs negligible."""
     magic, version, ftype, channel, flags, seq, _ack, _window, length = fields
