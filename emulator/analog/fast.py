@@ -85,6 +85,13 @@ class LayerSources:
     off: np.ndarray
     b0: np.ndarray
     b1: np.ndarray
+    _tiles: np.ndarray | None = field(default=None, repr=False)
+
+    def tiles(self) -> np.ndarray:
+        """rows in kernels.tiles' layout (made once: the sources are cached per batch shape)."""
+        if self._tiles is None:
+            self._tiles = kernels.tiles(self.rows, self.rows.shape[1])
+        return self._tiles
 
 
 def group_rank(ranges: np.ndarray) -> np.ndarray:
@@ -194,13 +201,17 @@ def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: L
     rec = lp.rec.numpy()
     n_src = rec.shape[0]
     noise = _NO_NOISE if noise_start is None else np.ascontiguousarray(noise_start, _I64)
-    args = (lp.u0.numpy(), lp.a_mem.numpy(), lp.slot_a_t.numpy(), lp.f_i.numpy(),
-            lp.f_v.numpy(), lp.e_eff.numpy(), lp.theta.numpy(),
-            ext.ptr, ext.step, ext.src, ext.q, src.rows, src.off, src.b0, src.b1,
-            pre.ptr, pre.step, pre.src, pre.q, rec.reshape(n_src * 4, n),
-            np.arange(0, 4 * n_src, 4, dtype=_I64), np.zeros(n_src, _I64),
-            np.full(n_src, 4, _I64), noise, table.numpy(), np.ascontiguousarray(chan, _I64),
-            lp.noise_step.numpy(), v.numpy(), syn.numpy(), umax)
+    n_x = src.rows.shape[0]
+    if pre.step.size:  # one row table for both streams: the recurrent rows after the inputs'
+        rows = kernels.tiles(np.concatenate([src.rows, rec.reshape(n_src * 4, n)]), n)
+    else:
+        rows = src.tiles()
+    args = (lp.u0.numpy(), lp.a_mem.numpy(), lp.slot_a_t.numpy(), kernels.tiles(lp.f_i.numpy(), n),
+            kernels.tiles(lp.f_v.numpy(), n), lp.e_eff.numpy(), lp.theta.numpy(),
+            ext.ptr, ext.step, ext.src, ext.q, src.off, src.b0, src.b1,
+            pre.ptr, pre.step, pre.src, pre.q, np.arange(n_x, n_x + 4 * n_src, 4, dtype=_I64),
+            np.zeros(n_src, _I64), np.full(n_src, 4, _I64), rows, noise, table.numpy(),
+            np.ascontiguousarray(chan, _I64), lp.noise_step.numpy(), v.numpy(), syn.numpy(), umax)
     ro = _NO_PLAN if plan is None else plan.kernel_args(lp.rdt, idx)
     bounds = episode_ranges(ext.ptr, pre.ptr, n_ep, n, t_steps,
                             1 if pool is None else workers * RANGES_PER_WORKER)

@@ -6,10 +6,10 @@ core._neuron_values / _cadc_codes), in the same order, one rounding per operatio
 multiply-add, no reassociation), so the two agree bit for bit (tested). Transcendental functions
 stay in torch (numba's libm differs in the last bit): fast.follow_spikes calls the fs_* kernels
 around them. What the kernels save is memory traffic and per-op overhead: one episode's state
-stays in cache for all of its steps, each input event is multiplied out where it lands instead
-of being expanded into dense per-step jump rows first, the CADC requests are interpolated while
-the episode is in cache (no grid at all when nothing else needs one), and the temporal-noise
-table's random windows are prefetched.
+stays in SIMD registers (integrate: LANES neurons at a time) for all of its steps, each input
+event is multiplied out where it lands instead of being expanded into dense per-step jump rows
+first, the CADC requests are interpolated while the episode is in cache (no grid at all when
+nothing else needs one), and the temporal-noise table's random windows are prefetched.
 
 Compiled once per machine (`cache=True`, next to this file in __pycache__); `AVAILABLE` is False
 when numba is not installed, and the core then runs its torch reference path.
@@ -24,7 +24,7 @@ try:
     from llvmlite import ir as _ir
     from numba import njit, types, uint64
     from numba.core import cgutils
-    from numba.extending import intrinsic
+    from numba.extending import intrinsic, models, register_model
 except ImportError:  # pragma: no cover - numba is a declared dependency
     AVAILABLE = False
     uint64 = int
@@ -78,69 +78,169 @@ def _lerp(v0, v1, h):  # noqa: ANN001, ANN202
     return (v1 - v0) * h + v0
 
 
+# ------------------------------------------------------------------ explicit SIMD vectors
+# integrate runs LANES neurons at a time as LLVM vectors: per lane the same IEEE operations as
+# the scalar code (fmul / fadd without fast-math flags: no FMA contraction, no reassociation),
+# but its state and event sums stay in registers across events and steps (numba's loop
+# vectoriser would load and store them per event, behind runtime alias checks, with a scalar
+# epilogue for N % LANES neurons).
+
+LANES = 16 if AVAILABLE and "+avx512f" in _llvm.get_host_cpu_features().flatten() else 8
+
+if AVAILABLE:
+    class _VecType(types.Type):
+        """LANES float32 in one SIMD register (LLVM <LANES x float>)."""
+
+        def __init__(self) -> None:
+            super().__init__(name=f"float32x{LANES}")
+
+    _VEC = _VecType()
+    _VT = _ir.VectorType(_ir.FloatType(), LANES)
+
+    @register_model(_VecType)
+    class _VecModel(models.PrimitiveModel):
+        def __init__(self, dmm, fe_type):  # noqa: ANN001
+            super().__init__(dmm, fe_type, _VT)
+
+    def _vptr(context, builder, sig, args):  # noqa: ANN001, ANN202
+        """Pointer to element args[1] (flat index into a C-contiguous array) as <LANES x float>*."""
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        idx = context.cast(builder, args[1], sig.args[1], types.intp)
+        return builder.bitcast(builder.gep(ary.data, [idx]), _VT.as_pointer())
+
+    def _f32_array(arr) -> bool:  # noqa: ANN001
+        return isinstance(arr, types.Array) and arr.dtype == types.float32
+
+    @intrinsic
+    def _vload(typingctx, arr, idx):  # noqa: ANN001, ANN202, ARG001
+        """arr.flat[idx:idx + LANES] (unchecked)."""
+        if not (_f32_array(arr) and isinstance(idx, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            return builder.load(_vptr(context, builder, signature, args), align=4, typ=_VT)
+
+        return _VEC(arr, idx), codegen
+
+    @intrinsic
+    def _vstore(typingctx, arr, idx, val):  # noqa: ANN001, ANN202, ARG001
+        """arr.flat[idx:idx + LANES] = val (unchecked)."""
+        if not (_f32_array(arr) and isinstance(idx, types.Integer) and val == _VEC):
+            return None
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            builder.store(args[2], _vptr(context, builder, signature, args), align=4)
+            return context.get_dummy_value()
+
+        return types.void(arr, idx, val), codegen
+
+    def _binary(op):  # noqa: ANN001, ANN202
+        @intrinsic
+        def fn(typingctx, a, b):  # noqa: ANN001, ANN202, ARG001
+            if not (a == _VEC and b == _VEC):
+                return None
+
+            def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+                return op(builder, *args)
+
+            return _VEC(a, b), codegen
+
+        return fn
+
+    _vadd = _binary(lambda b, x, y: b.fadd(x, y))
+    _vmul = _binary(lambda b, x, y: b.fmul(x, y))
+    # numba's max(m, x) for floats: x if x > m (ordered) else m; the same per lane
+    _vmax = _binary(lambda b, m, x: b.select(b.fcmp_ordered(">", x, m), x, m))
+
+    @intrinsic
+    def _vfill(typingctx, x):  # noqa: ANN001, ANN202, ARG001
+        """LANES copies of the float32 x."""
+        if x != types.float32:
+            return None
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            v = _ir.Constant(_VT, _ir.Undefined)
+            for i in range(LANES):
+                v = builder.insert_element(v, args[0], _ir.Constant(_ir.IntType(32), i))
+            return v
+
+        return _VEC(x), codegen
+
+
 @_jit
-def _add_events(acc_s, acc_v, i0, i1, src, q, rows, off, b0s, b1s, fi, fv):  # noqa: ANN001, ANN202
-    """Sum the jumps of events i0..i1-1 into zeroed accumulators (acc_s [4, N], acc_v [N]).
-
-    Event i from source s in sub-step bin q adds rows[off[s] + b - b0] * fi[q, b] to slot block
-    b (b0 <= b < b1) and the left-to-right sum over those blocks of rows[.] * fv[q, b] to the
-    membrane (events.event_jumps / source_groups). Returns the touched blocks as a bit mask.
-    (Plain 2-d / 3-d indexing throughout: a view per event costs more than its loop.)
-    """
-    n = acc_v.shape[0]
-    touched = 0
-    for i in range(i0, i1):
-        s = src[i]
-        qq = q[i]
-        b0 = b0s[s]
-        nb = b1s[s] - b0
-        if nb <= 0:
-            continue
-        o = off[s]
-        touched |= ((1 << nb) - 1) << b0
-        if nb == 2:
-            b1 = b0 + 1
-            for j in range(n):
-                x0 = rows[o, j]
-                x1 = rows[o + 1, j]
-                acc_s[b0, j] += x0 * fi[qq, b0, j]
-                acc_s[b1, j] += x1 * fi[qq, b1, j]
-                acc_v[j] += x0 * fv[qq, b0, j] + x1 * fv[qq, b1, j]
-        elif nb == 1:
-            for j in range(n):
-                x0 = rows[o, j]
-                acc_s[b0, j] += x0 * fi[qq, b0, j]
-                acc_v[j] += x0 * fv[qq, b0, j]
-        elif nb == 4:
-            for j in range(n):
-                x0 = rows[o, j]
-                x1 = rows[o + 1, j]
-                x2 = rows[o + 2, j]
-                x3 = rows[o + 3, j]
-                acc_s[0, j] += x0 * fi[qq, 0, j]
-                acc_s[1, j] += x1 * fi[qq, 1, j]
-                acc_s[2, j] += x2 * fi[qq, 2, j]
-                acc_s[3, j] += x3 * fi[qq, 3, j]
-                acc_v[j] += ((x0 * fv[qq, 0, j] + x1 * fv[qq, 1, j]) + x2 * fv[qq, 2, j]) + (
-                    x3 * fv[qq, 3, j])
-        else:  # 3 blocks
-            b1 = b0 + 1
-            b2 = b0 + 2
-            for j in range(n):
-                x0 = rows[o, j]
-                x1 = rows[o + 1, j]
-                x2 = rows[o + 2, j]
-                acc_s[b0, j] += x0 * fi[qq, b0, j]
-                acc_s[b1, j] += x1 * fi[qq, b1, j]
-                acc_s[b2, j] += x2 * fi[qq, b2, j]
-                acc_v[j] += (x0 * fv[qq, b0, j] + x1 * fv[qq, b1, j]) + x2 * fv[qq, b2, j]
-    return touched
+def _stride(n):  # noqa: ANN001, ANN202
+    """Row length of integrate's per-episode buffers: a whole number of LANES, and not a
+    multiple of 512 bytes (a tile's rows would all fall into the same few L1 cache sets)."""
+    p = -(-n // LANES) * LANES
+    return p + LANES if p % 128 == 0 else p
 
 
 @_jit
-def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, PLR0913
-              x_ptr, x_step, x_src, x_q, x_rows, x_off, x_b0, x_b1,
-              p_ptr, p_step, p_src, p_q, p_rows, p_off, p_b0, p_b1,
+def _pad(x, npad):  # noqa: ANN001, ANN202
+    """x [..., n] as a C-contiguous float32 [..., npad] (zeros beyond n)."""
+    n = x.shape[-1]
+    m = x.size // n if n > 0 else 0
+    out = np.zeros(x.shape[:-1] + (npad,), np.float32)
+    if n > 0:
+        src = x.reshape(m, n)
+        dst = out.reshape(m, npad)
+        for i in range(m):
+            for j in range(n):
+                dst[i, j] = src[i, j]
+    return out
+
+
+@_jit
+def tiles(x, n):  # noqa: ANN001, ANN201
+    """x [..., n] as [ceil(n / LANES), M, LANES], M = the product of the leading axes, zeros
+    beyond n: integrate's layout of the jump rows and sub-step tables (one tile's rows of all
+    sources lie together, in distinct cache lines)."""
+    nt = -(-n // LANES)
+    m = x.size // n if n > 0 else 0
+    out = np.zeros((nt, m, LANES), np.float32)
+    if n > 0:
+        src = x.reshape(m, n)
+        for i in range(m):
+            for j in range(n):
+                out[j // LANES, i, j % LANES] = src[i, j]
+    return out
+
+
+@_jit
+def _prepare(ptr, step, src, q, off, b0s, b1s, e, t_steps, m, ev_r, ev_f, ev_k, bound,  # noqa: ANN001, ANN202, PLR0913
+             touched):
+    """Episode e's events of one stream, those that reach a slot block, in the form
+    integrate's tile loop reads (from index m on): ev_r = first row * LANES, ev_f = (q * 4 +
+    first block) * LANES, ev_k = 4 * blocks + first block. Step k's run from bound[k] to
+    bound[k + 1]; touched[k] = the mask of the blocks they reach, plus 16 if the step has any
+    event (its zeroed membrane sum is then added even if no event reaches a block). Returns
+    the end of the run."""
+    i = ptr[e]
+    end = ptr[e + 1]
+    for k in range(t_steps):
+        bound[k] = m
+        first = i
+        mask = 0
+        while i < end and step[i] == k:
+            s = src[i]
+            b0 = b0s[s]
+            nb = b1s[s] - b0
+            if nb > 0:
+                ev_r[m] = off[s] * LANES
+                ev_f[m] = (q[i] * 4 + b0) * LANES
+                ev_k[m] = nb * 4 + b0
+                mask |= ((1 << nb) - 1) << b0
+                m += 1
+            i += 1
+        touched[k] = mask | (16 if i > first else 0)
+    bound[t_steps] = m
+    return m
+
+
+@_jit
+def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, PLR0913, PLR0912, PLR0915
+              x_ptr, x_step, x_src, x_q, x_off, x_b0, x_b1,
+              p_ptr, p_step, p_src, p_q, p_off, p_b0, p_b1, rows,
               noise_start, table, chan, noise_step,
               v_out, syn_out, umax, hit_flat, hit_u,
               c_ptr, c_j, c_h, c_dst, h, cols, v_req, e_lo, e_hi):
@@ -149,11 +249,15 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
     Only episodes e_lo..e_hi-1 (all arrays stay whole): episodes are independent, so callers
     run disjoint ranges on several threads (nogil) and concatenate the hit lists in range order.
 
-    u0, a_mem, e_eff, theta [N]; a_syn [4, N]; fi, fv [Q, 4, N] sub-step tables. Two event
-    streams, each sorted by (episode, step) with CSR pointers per episode: x_* external inputs,
-    p_* earlier layers' spikes (sources as in _add_events). Within one (step, episode) events
-    add in stream order into a zeroed row, as index_add does. noise_start [T, E] (empty: no
-    noise): table[start + chan[n]] * noise_step[n] mV per step.
+    u0, a_mem, e_eff, theta [N]; a_syn [4, N]; fi, fv: the sub-step tables [Q, 4, N] in the
+    tiles() layout. Two event streams, each sorted by (episode, step) with CSR pointers per
+    episode: x_* external inputs, p_* earlier layers' spikes; event i from source s in sub-step
+    bin q adds rows[off[s] + b - b0] * fi[q, b] to slot block b (b0 <= b < b1) and the
+    left-to-right sum over those blocks of rows[.] * fv[q, b] to the membrane
+    (events.event_jumps / source_groups; rows: both streams' jump rows [R, N], tiles() layout).
+    Within one (step, episode) each stream's events add in stream order into a zeroed row, as
+    index_add does. noise_start [T, E] (empty: no noise): table[start + chan[n]] *
+    noise_step[n] mV per step.
 
     Writes v_out [T+1, E, N] = e_eff + u, syn_out [T+1, 4, E, N] (if it has rows) and umax
     [E, N], the largest u over steps 1..T. The neurons whose e_eff + umax reaches theta (the
@@ -164,8 +268,20 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
     CSR per episode, empty c_ptr: none) is interpolated right after its episode, from the
     trajectory still in cache, into v_req[c_dst[r], cols[n]] (as interpolate() on the grid
     would; interp_patch redoes the neurons that spike).
+
+    An episode runs LANES neurons at a time (a tile) through all of its steps, their state
+    (synaptic slots, membrane, maximum) and each step's event sums in SIMD registers; the
+    events of each stream and step are summed first, then added, as in the reference.
     """
     n = u0.shape[0]
+    n_tiles = -(-n // LANES)
+    n_rows = rows.shape[1]
+    n_tab = fi.shape[1]
+    if (rows.shape[0] != n_tiles or fi.shape[0] != n_tiles or fv.shape[0] != n_tiles
+            or fv.shape[1] != n_tab or rows.shape[2] != LANES or fi.shape[2] != LANES
+            or fv.shape[2] != LANES):
+        raise ValueError("integrate: rows, fi and fv must be in the tiles() layout")
+    npad = _stride(n)
     t1 = hit_u.shape[1]
     t_steps = t1 - 1
     keep_grid = v_out.shape[0] > 0
@@ -177,17 +293,23 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
     for j in range(n):
         if chan[j] != c0 + j:
             contiguous = False
-    syn = np.zeros((4, n), np.float32)
-    s0, s1, s2, s3 = syn[0], syn[1], syn[2], syn[3]
-    r0, r1, r2, r3 = a_syn[0], a_syn[1], a_syn[2], a_syn[3]
-    acc_s = np.zeros((4, n), np.float32)
-    acc_v = np.zeros(n, np.float32)
-    d = np.zeros(n, np.float32)
-    noise = np.zeros((max(t_steps, 1), n), np.float32)
-    u = np.zeros(n, np.float32)
-    mx = np.zeros(n, np.float32)
-    traj = np.zeros((t1, n), np.float32)  # this episode's u, for the neurons that reach theta
-    sink = np.zeros(n, np.float32)  # stands in for a grid row when no grid is kept
+    u0p = _pad(u0, npad)
+    amp = _pad(a_mem, npad)
+    asp = _pad(a_syn, npad)
+    noise = np.zeros((max(t_steps, 1), npad), np.float32)  # zeros beyond n, always
+    traj = np.zeros((t1, npad), np.float32)  # this episode's u
+    synb = np.zeros((t1 if keep_syn else 1, 4, npad), np.float32)  # and its slots, if kept
+    mxb = np.zeros(npad, np.float32)
+    most = 0
+    for e in range(e_lo, e_hi):
+        most = max(most, x_ptr[e + 1] - x_ptr[e] + p_ptr[e + 1] - p_ptr[e])
+    ev_r = np.zeros(most, np.int64)  # one episode's events (_prepare): x stream, then p
+    ev_f = np.zeros(most, np.int64)
+    ev_k = np.zeros(most, np.int64)
+    bound = np.zeros((2, t_steps + 1), np.int64)
+    touched = np.zeros((2, max(t_steps, 1)), np.int64)
+    zero = _vfill(_F0)
+    neg_inf = _vfill(np.float32(-np.inf))
     col0 = cols[0] if cols.shape[0] > 0 else 0
     cols_run = cols.shape[0] == n
     for j in range(cols.shape[0]):
@@ -195,16 +317,7 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
             cols_run = False
     hits = 0
     for e in range(e_lo, e_hi):
-        syn[:] = _F0
-        v0 = v_out[0, e] if keep_grid else sink
-        for j in range(n):
-            u[j] = u0[j]
-            traj[0, j] = u0[j]
-            v0[j] = u0[j] + e_eff[j]
-            mx[j] = -np.inf
-        if keep_syn:
-            syn_out[0, :, e, :] = _F0
-        if noisy:  # the episode's noise rows first: independent loads, well overlapped
+        if noisy:  # the episode's noise rows first (prefetched during the episode before)
             for k in range(t_steps):
                 st = noise_start[k, e]
                 row = noise[k]
@@ -215,84 +328,113 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
                 else:
                     for j in range(n):
                         row[j] = table[st + chan[j]] * noise_step[j]
-            if e + 1 < e_hi and n > 0:  # next episode's windows arrive while this one runs
-                for k in range(t_steps):
-                    st = noise_start[k, e + 1]
-                    for j in range(0, n, PREFETCH_LINE):
-                        _prefetch(table, st + chan[j])
-                    _prefetch(table, st + chan[n - 1])
-        xi, xe = x_ptr[e], x_ptr[e + 1]
-        pi, pe = p_ptr[e], p_ptr[e + 1]
-        for k in range(t_steps):
-            xi0 = xi
-            while xi < xe and x_step[xi] == k:
-                xi += 1
-            pi0 = pi
-            while pi < pe and p_step[pi] == k:
-                pi += 1
-            nz = noise[k]
-            out = v_out[k + 1, e] if keep_grid else sink
-            tr = traj[k + 1]
-            if xi == xi0 and pi == pi0:  # no input in this step: one fused pass
-                for j in range(n):
-                    x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
-                    dd = ((x0 + x1) + x2) + x3
-                    s0[j] = x0 * r0[j]
-                    s1[j] = x1 * r1[j]
-                    s2[j] = x2 * r2[j]
-                    s3[j] = x3 * r3[j]
-                    if noisy:
-                        dd = dd + nz[j]
-                    x = u[j] * a_mem[j] + dd
-                    u[j] = x
-                    tr[j] = x
-                    out[j] = x + e_eff[j]
-                    mx[j] = max(mx[j], x)
-            else:
-                for j in range(n):
-                    x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
-                    d[j] = ((x0 + x1) + x2) + x3
-                    s0[j] = x0 * r0[j]
-                    s1[j] = x1 * r1[j]
-                    s2[j] = x2 * r2[j]
-                    s3[j] = x3 * r3[j]
+        m = _prepare(x_ptr, x_step, x_src, x_q, x_off, x_b0, x_b1, e, t_steps, 0, ev_r, ev_f,
+                     ev_k, bound[0], touched[0])
+        _prepare(p_ptr, p_step, p_src, p_q, p_off, p_b0, p_b1, e, t_steps, m, ev_r, ev_f, ev_k,
+                 bound[1], touched[1])
+        for jb in range(0, n_tiles * LANES, LANES):
+            rbase = jb * n_rows  # tile jb // LANES of rows [tiles, R, LANES]
+            fbase = jb * n_tab
+            j_last = min(jb + LANES, n) - 1
+            ahead = noisy and e + 1 < e_hi
+            u = _vload(u0p, jb)
+            _vstore(traj, jb, u)
+            am = _vload(amp, jb)
+            r0 = _vload(asp, jb)
+            r1 = _vload(asp, npad + jb)
+            r2 = _vload(asp, 2 * npad + jb)
+            r3 = _vload(asp, 3 * npad + jb)
+            s0 = s1 = s2 = s3 = zero
+            mx = neg_inf
+            for k in range(t_steps):
+                d = _vadd(_vadd(_vadd(s0, s1), s2), s3)
+                s0 = _vmul(s0, r0)
+                s1 = _vmul(s1, r1)
+                s2 = _vmul(s2, r2)
+                s3 = _vmul(s3, r3)
                 for stream in range(2):
-                    if stream == 0:
-                        if xi == xi0:
-                            continue
-                        acc_s[:] = _F0
-                        acc_v[:] = _F0
-                        touched = _add_events(acc_s, acc_v, xi0, xi, x_src, x_q, x_rows, x_off,
-                                              x_b0, x_b1, fi, fv)
-                    else:
-                        if pi == pi0:
-                            continue
-                        acc_s[:] = _F0
-                        acc_v[:] = _F0
-                        touched = _add_events(acc_s, acc_v, pi0, pi, p_src, p_q, p_rows, p_off,
-                                              p_b0, p_b1, fi, fv)
-                    for b in range(4):
-                        if touched >> b & 1:
-                            sb = syn[b]
-                            ab = acc_s[b]
-                            for j in range(n):
-                                sb[j] += ab[j]
-                    for j in range(n):
-                        d[j] += acc_v[j]
+                    tm = touched[stream, k]
+                    if tm == 0:
+                        continue
+                    a0 = a1 = a2 = a3 = av = zero
+                    for i in range(uint64(bound[stream, k]), uint64(bound[stream, k + 1])):
+                        r = ev_r[i] + rbase
+                        f = ev_f[i] + fbase
+                        kd = ev_k[i]
+                        if kd == 8 or kd == 10:  # blocks 0, 1 or 2, 3 (one circuit's exc, inh)
+                            x0 = _vload(rows, r)
+                            x1 = _vload(rows, r + LANES)
+                            t0 = _vmul(x0, _vload(fi, f))
+                            t1_ = _vmul(x1, _vload(fi, f + LANES))
+                            av = _vadd(av, _vadd(_vmul(x0, _vload(fv, f)),
+                                                 _vmul(x1, _vload(fv, f + LANES))))
+                            if kd == 8:
+                                a0 = _vadd(a0, t0)
+                                a1 = _vadd(a1, t1_)
+                            else:
+                                a2 = _vadd(a2, t0)
+                                a3 = _vadd(a3, t1_)
+                        else:  # any other run of blocks: the same, block by block
+                            b0 = kd & 3
+                            sv = zero
+                            for bb in range(kd >> 2):
+                                x = _vload(rows, r + bb * LANES)
+                                t = _vmul(x, _vload(fi, f + bb * LANES))
+                                p = _vmul(x, _vload(fv, f + bb * LANES))
+                                sv = p if bb == 0 else _vadd(sv, p)
+                                b = b0 + bb
+                                if b == 0:
+                                    a0 = _vadd(a0, t)
+                                elif b == 1:
+                                    a1 = _vadd(a1, t)
+                                elif b == 2:
+                                    a2 = _vadd(a2, t)
+                                else:
+                                    a3 = _vadd(a3, t)
+                            av = _vadd(av, sv)
+                    if tm & 1:
+                        s0 = _vadd(s0, a0)
+                    if tm & 2:
+                        s1 = _vadd(s1, a1)
+                    if tm & 4:
+                        s2 = _vadd(s2, a2)
+                    if tm & 8:
+                        s3 = _vadd(s3, a3)
+                    d = _vadd(d, av)
+                if noisy:
+                    d = _vadd(d, _vload(noise, k * npad + jb))
+                    if ahead:  # the next episode's window of this step and tile (a few lines
+                        st = noise_start[k, e + 1]  # at a time: a burst would stall)
+                        _prefetch(table, st + chan[jb])
+                        _prefetch(table, st + chan[j_last])
+                x = _vadd(_vmul(u, am), d)
+                u = x
+                _vstore(traj, (k + 1) * npad + jb, x)
+                mx = _vmax(mx, x)
+                if keep_syn:
+                    o = (k + 1) * 4 * npad + jb
+                    _vstore(synb, o, s0)
+                    _vstore(synb, o + npad, s1)
+                    _vstore(synb, o + 2 * npad, s2)
+                    _vstore(synb, o + 3 * npad, s3)
+            _vstore(mxb, jb, mx)
+        if keep_grid:
+            for k in range(t1):
+                out = v_out[k, e]
+                tr = traj[k]
                 for j in range(n):
-                    dd = d[j]
-                    if noisy:
-                        dd = dd + nz[j]
-                    x = u[j] * a_mem[j] + dd
-                    u[j] = x
-                    tr[j] = x
-                    out[j] = x + e_eff[j]
-                    mx[j] = max(mx[j], x)
-            if keep_syn:
-                syn_out[k + 1, :, e, :] = syn
+                    out[j] = tr[j] + e_eff[j]
+        if keep_syn:
+            syn_out[0, :, e, :] = _F0
+            for k in range(1, t1):
+                for b in range(4):
+                    so = syn_out[k, b, e]
+                    sb = synb[k, b]
+                    for j in range(n):
+                        so[j] = sb[j]
         for j in range(n):
-            umax[e, j] = mx[j]
-            if e_eff[j] + mx[j] >= theta[j]:
+            umax[e, j] = mxb[j]
+            if e_eff[j] + mxb[j] >= theta[j]:
                 if hits < cap:
                     hit_flat[hits] = e * n + j
                     for k in range(t1):

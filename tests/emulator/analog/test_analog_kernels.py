@@ -475,3 +475,172 @@ def test_chunk_stream_equals_numpy_build(seed, n_batch, t_steps, n_groups):
     for f in ("ptr", "step", "src", "q"):
         np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)
         assert getattr(got, f).dtype == np.int64
+
+
+def _integrate_numpy(a: dict, e_lo: int, e_hi: int) -> dict:
+    """kernels.integrate's results, recomputed in numpy: the reference's float32 operations
+    (simulate.run_layer without spikes, events.event_jumps per event, index_add order), a
+    whole layer row at a time (one rounding per operation, as numpy does elementwise)."""
+    n, t_steps = a["u0"].size, a["t_steps"]
+    out = {"umax": np.zeros((a["n_ep"], n), np.float32), "flat": [], "seg": [],
+           "v_out": np.zeros((t_steps + 1, a["n_ep"], n), np.float32),
+           "syn_out": np.zeros((t_steps + 1, 4, a["n_ep"], n), np.float32),
+           "v_req": np.zeros_like(a["v_req"])}
+    for e in range(e_lo, e_hi):
+        syn = np.zeros((4, n), np.float32)
+        u = a["u0"].copy()
+        traj = [u]
+        mx = np.full(n, -np.inf, np.float32)
+        for k in range(t_steps):
+            d = ((syn[0] + syn[1]) + syn[2]) + syn[3]
+            syn = syn * a["a_syn"]
+            for s in ("x", "p"):
+                ptr, step = a[s + "_ptr"], a[s + "_step"]
+                sel = [i for i in range(ptr[e], ptr[e + 1]) if step[i] == k]
+                if not sel:
+                    continue
+                acc = np.zeros((4, n), np.float32)
+                acc_v = np.zeros(n, np.float32)
+                touched = set()
+                for i in sel:
+                    src, q = a[s + "_src"][i], a[s + "_q"][i]
+                    b0, b1, o = a[s + "_b0"][src], a[s + "_b1"][src], a[s + "_off"][src]
+                    sv = None
+                    for bb in range(b1 - b0):
+                        x = a["rows"][o + bb]
+                        acc[b0 + bb] = acc[b0 + bb] + x * a["fi"][q, b0 + bb]
+                        p = x * a["fv"][q, b0 + bb]
+                        sv = p if sv is None else sv + p
+                        touched.add(b0 + bb)
+                    if sv is not None:
+                        acc_v = acc_v + sv
+                for b in sorted(touched):
+                    syn[b] = syn[b] + acc[b]
+                d = d + acc_v
+            if a["noise_start"].size:
+                d = d + a["table"][a["noise_start"][k, e] + a["chan"]] * a["noise_step"]
+            u = u * a["a_mem"] + d
+            traj.append(u)
+            mx = np.where(u > mx, u, mx)
+            out["syn_out"][k + 1, :, e] = syn
+        traj = np.stack(traj)
+        out["v_out"][:, e] = traj + a["e_eff"]
+        out["umax"][e] = mx
+        for j in np.flatnonzero(a["e_eff"] + mx >= a["theta"]):
+            out["flat"].append(e * n + j)
+            out["seg"].append(traj[:, j])
+        for r in range(a["c_ptr"][e], a["c_ptr"][e + 1]):
+            v0 = traj[a["c_j"][r]] + a["e_eff"]
+            v1 = traj[a["c_j"][r] + 1] + a["e_eff"]
+            out["v_req"][a["c_dst"][r], a["cols"]] = (v1 - v0) * a["h"][a["c_h"][r]] + v0
+    return out
+
+
+def _random_layer(rng: np.random.Generator, n: int, contiguous: bool) -> dict:
+    """A layer's parameters and two event streams whose sources reach every run of slot blocks
+    (none, 1..4 blocks from any first block), noise, CADC requests."""
+    f32 = np.float32
+    n_ep, t_steps, n_q = 5, 9, 4
+    a: dict = {"n_ep": n_ep, "t_steps": t_steps,
+               "u0": rng.normal(0, 5, n).astype(f32), "a_mem": rng.uniform(.8, 1, n).astype(f32),
+               "a_syn": rng.uniform(.5, 1, (4, n)).astype(f32),
+               "fi": rng.uniform(0, 1, (n_q, 4, n)).astype(f32),
+               "fv": rng.uniform(0, .3, (n_q, 4, n)).astype(f32),
+               "e_eff": rng.normal(0, 3, n).astype(f32), "theta": rng.normal(4, 2, n).astype(f32),
+               "noise_step": rng.uniform(0, .5, n).astype(f32),
+               "table": rng.normal(0, 1, 4096).astype(f32)}
+    ranges = [(b0, b1) for b0 in range(4) for b1 in range(b0, 5)]  # incl. empty ones
+    rows = []
+    for s in ("x", "p"):
+        b0 = np.array([r[0] for r in ranges] * 2, np.int64)
+        b1 = np.array([r[1] for r in ranges] * 2, np.int64)
+        nb = b1 - b0
+        a[s + "_b0"], a[s + "_b1"] = b0, b1
+        a[s + "_off"] = sum(len(r) for r in rows) + np.cumsum(nb) - nb
+        w = rng.normal(0, 2, (int(nb.sum()), n)).astype(f32)
+        w[rng.random(w.shape) < .3] = 0.0
+        rows.append(w)
+        n_ev = rng.integers(0, 25, n_ep)
+        ep = np.repeat(np.arange(n_ep), n_ev)
+        step = rng.integers(0, t_steps + 2, ep.size)  # some beyond the last step: never read
+        o = np.lexsort((step, ep))
+        a[s + "_ptr"] = np.concatenate([[0], np.cumsum(n_ev)]).astype(np.int64)
+        a[s + "_step"] = step[o].astype(np.int64)
+        a[s + "_src"] = rng.integers(0, b0.size, ep.size).astype(np.int64)
+        a[s + "_q"] = rng.integers(0, n_q, ep.size).astype(np.int64)
+    a["rows"] = np.concatenate(rows)
+    a["noise_start"] = rng.integers(0, 4096 - 600, (t_steps, n_ep)).astype(np.int64)
+    a["chan"] = (np.arange(n) + 7 if contiguous else rng.permutation(512)[:n]).astype(np.int64)
+    n_req = 4
+    a["c_ptr"] = np.arange(0, n_ep * n_req + 1, n_req, dtype=np.int64)
+    a["c_j"] = rng.integers(0, t_steps, n_ep * n_req).astype(np.int64)
+    a["c_h"] = rng.integers(0, 3, n_ep * n_req).astype(np.int64)
+    a["c_dst"] = rng.permutation(n_ep * n_req).astype(np.int64)
+    a["h"] = rng.uniform(0, 1, (3, n)).astype(f32)
+    a["cols"] = (np.arange(n) + 3 if contiguous else rng.permutation(n + 9)[:n]).astype(np.int64)
+    a["v_req"] = np.zeros((n_ep * n_req, n + 9), f32)
+    return a
+
+
+@pytest.mark.parametrize("n, contiguous, grid, noise", [
+    (5, True, False, True), (16, False, True, True), (37, True, True, False),
+    (37, False, False, True), (70, True, False, True)])
+def test_integrate_kernel_equals_numpy_for_every_block_run(n, contiguous, grid, noise):
+    """kernels.integrate on sources reaching every run of slot blocks (its generic path as well
+    as its two-block one), both streams, noise through any channel map, the grid or the CADC
+    requests, episode ranges, a hit list longer than its room: bit for bit as numpy."""
+    rng = np.random.default_rng(n)
+    a = _random_layer(rng, n, contiguous)
+    if not noise:
+        a["noise_start"] = np.zeros((0, 0), np.int64)
+    t1 = a["t_steps"] + 1
+    want = _integrate_numpy(a, 0, a["n_ep"])
+    assert 3 <= len(want["flat"])
+    for e_lo, e_hi, cap in ((0, a["n_ep"], 64), (1, 4, 64), (0, a["n_ep"], 2)):
+        v_out = np.full((t1, a["n_ep"], n) if grid else (0, 0, 0), 7, np.float32)
+        syn_out = np.full((t1, 4, a["n_ep"], n) if grid else (0, 4, 1, 1), 7, np.float32)
+        umax = np.full((a["n_ep"], n), 7, np.float32)
+        flat = np.full(cap, -1, np.int64)
+        seg = np.zeros((cap, t1), np.float32)
+        v_req = np.zeros_like(a["v_req"])
+        c = (a["c_ptr"] if not grid else np.zeros(0, np.int64), a["c_j"], a["c_h"], a["c_dst"],
+             a["h"], a["cols"], v_req)
+        hits = kernels.integrate(
+            a["u0"], a["a_mem"], a["a_syn"], kernels.tiles(a["fi"], n), kernels.tiles(a["fv"], n),
+            a["e_eff"], a["theta"], *(a["x_" + k] for k in ("ptr", "step", "src", "q", "off",
+                                                           "b0", "b1")),
+            *(a["p_" + k] for k in ("ptr", "step", "src", "q", "off", "b0", "b1")),
+            kernels.tiles(a["rows"], n), a["noise_start"], a["table"], a["chan"],
+            a["noise_step"], v_out, syn_out, umax, flat, seg, *c, e_lo, e_hi)
+        sub = _integrate_numpy(a, e_lo, e_hi)
+        assert hits == len(sub["flat"])
+        k = min(hits, cap)
+        np.testing.assert_array_equal(flat[:k], sub["flat"][:k])
+        bits = [(umax[e_lo:e_hi], sub["umax"][e_lo:e_hi])]
+        if k:
+            bits.append((seg[:k], np.stack(sub["seg"][:k])))
+        if grid:
+            bits += [(v_out[:, e_lo:e_hi], sub["v_out"][:, e_lo:e_hi]),
+                     (syn_out[:, :, e_lo:e_hi], sub["syn_out"][:, :, e_lo:e_hi])]
+        else:
+            bits.append((v_req, sub["v_req"]))
+        for got, ref in bits:
+            np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))
+    assert len(want["flat"]) > 2  # (the last run's room of 2 was too small)
+
+
+def test_integrate_kernel_refuses_tables_not_in_tiles_layout():
+    rng = np.random.default_rng(0)
+    a = _random_layer(rng, 20, True)
+    t1 = a["t_steps"] + 1
+    with pytest.raises(ValueError, match="tiles"):
+        kernels.integrate(
+            a["u0"], a["a_mem"], a["a_syn"], kernels.tiles(a["fi"], 20), a["fv"].copy(),
+            a["e_eff"], a["theta"], *(a["x_" + k] for k in ("ptr", "step", "src", "q", "off",
+                                                           "b0", "b1")),
+            *(a["p_" + k] for k in ("ptr", "step", "src", "q", "off", "b0", "b1")),
+            kernels.tiles(a["rows"], 20), a["noise_start"], a["table"], a["chan"],
+            a["noise_step"], np.zeros((0, 0, 0), np.float32), np.zeros((0, 4, 1, 1), np.float32),
+            np.zeros((a["n_ep"], 20), np.float32), np.zeros(8, np.int64),
+            np.zeros((8, t1), np.float32), np.zeros(0, np.int64), a["c_j"], a["c_h"],
+            a["c_dst"], a["h"], a["cols"], a["v_req"], 0, a["n_ep"])
