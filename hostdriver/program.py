@@ -456,6 +456,8 @@ class Program:
         spike_t = spike_lab = None  # absolute times and labels of the block's input spikes
         if spikes is not None:
             s = spikes if isinstance(spikes, SpikeInput) else SpikeInput(*spikes)
+            spike_t, spike_lab = _checked_spikes(s, unit, n, dur, start)
+        if spikes is not None and spike_t is None:  # the numpy checks: they name what is wrong
             se = _episode_index("spikes", s.episode, n)
             st = np.asarray(to_ticks(s.time, unit), np.int64).reshape(-1)
             sl = np.asarray(s.label).reshape(-1)
@@ -580,6 +582,28 @@ def _order_by(major: np.ndarray, minor: np.ndarray, n_minor: int) -> np.ndarray:
 _WAIT_OP = np.uint64(int(Instr.WAIT_UNTIL) << OPCODE_SHIFT)
 
 
+def _checked_spikes(s: SpikeInput, unit: str, n: int, dur: int,
+                    start: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(start[episode] + time, label) of int64 spike arrays (our own copies) checked in one
+    compiled pass, where every spike lies in its episode and every label in range; (None, None)
+    otherwise, or for other dtypes or no spikes: episodes() then checks them with numpy and
+    names the first bad one."""
+    if not COMPILED:
+        return None, None
+    e, t, lab = (np.asarray(x).reshape(-1) for x in (s.episode, s.time, s.label))
+    if not (e.dtype == lab.dtype == np.int64 and e.size == t.size == lab.size and e.size):
+        return None, None
+    if unit == "us" and t.dtype.kind in "iuf":
+        t = np.asarray(to_ticks(t, unit), np.int64)  # (cannot fail for these dtypes)
+    elif unit != "ticks" or t.dtype != np.int64:
+        return None, None
+    spike_t = np.empty(t.size, np.int64)
+    spike_lab = np.empty(t.size, np.int64)
+    if not _spike_times(e, t, lab, start, n, dur, LABEL_MASK, spike_t, spike_lab):
+        return None, None
+    return spike_t, spike_lab
+
+
 def _layout(times: list[np.ndarray], prios: list[np.ndarray], words: list[np.ndarray],
             end: int) -> np.ndarray:
     """The words of an episode block in order of (time, priority), program order within, a
@@ -628,6 +652,21 @@ else:
 
 def _jit(fn):  # noqa: ANN001, ANN202
     return njit(cache=True, nogil=True, boundscheck=False)(fn) if COMPILED else fn
+
+
+@_jit
+def _spike_times(e, t, lab, start, n, dur, label_max, t_abs, lab_out):  # noqa: ANN001, ANN202, PLR0913
+    """t_abs = start[e] + t and lab_out = lab if every episode is in 0..n-1, every time in
+    0..dur-1 and every label in 0..label_max; False at the first value out of range."""
+    for i in range(e.shape[0]):
+        ei = e[i]
+        ti = t[i]
+        li = lab[i]
+        if ei < 0 or ei >= n or ti < 0 or ti >= dur or li < 0 or li > label_max:
+            return False
+        t_abs[i] = start[ei] + ti
+        lab_out[i] = li
+    return True
 
 
 @_jit

@@ -20,15 +20,17 @@ from protocol.instructions import decode_program
 from protocol.wire import Instr
 
 
-def _words(compiled: bool, monkeypatch: pytest.MonkeyPatch, n: int, dur: int, **kw) -> np.ndarray:
+def _words(compiled: bool, monkeypatch: pytest.MonkeyPatch, n: int, dur: float,
+           **kw) -> np.ndarray:
+    kw.setdefault("unit", "ticks")
     with monkeypatch.context() as m:
         m.setattr(program, "COMPILED", compiled)
         p = Program()
-        p.episodes(n, dur, unit="ticks", **kw)
+        p.episodes(n, dur, **kw)
         return p.to_words()
 
 
-def _both(monkeypatch: pytest.MonkeyPatch, n: int, dur: int, **kw) -> np.ndarray:
+def _both(monkeypatch: pytest.MonkeyPatch, n: int, dur: float, **kw) -> np.ndarray:
     got = _words(True, monkeypatch, n, dur, **kw)
     want = _words(False, monkeypatch, n, dur, **kw)
     np.testing.assert_array_equal(got, want)
@@ -77,12 +79,40 @@ def test_spike_input_is_not_modified(monkeypatch):
     assert lab.tolist() == [5, 4, 3]
 
 
-def test_refusals_are_the_same_on_both_paths(monkeypatch):
+_I = np.int64
+
+
+@pytest.mark.parametrize(("spikes", "unit"), [
+    (SpikeInput(_I([0, 1]), _I([3, 10]), _I([1, 2])), "ticks"),  # time past the episode
+    (SpikeInput(_I([0, 1]), _I([3, -1]), _I([1, 2])), "ticks"),
+    (SpikeInput(_I([0, 1]), _I([3, 4]), _I([1, 1 << 14])), "ticks"),  # label out of range
+    (SpikeInput(_I([0, 1]), _I([3, 4]), _I([-1, 2])), "ticks"),
+    (SpikeInput(_I([0, 2]), _I([3, 4]), _I([1, 2])), "ticks"),  # no such episode
+    (SpikeInput(_I([-1, 0]), _I([3, 4]), _I([1, 2])), "ticks"),
+    (SpikeInput(_I([2, 0]), np.array([3.5, 4.0]), _I([1, 2])), "ticks"),  # both wrong
+    (SpikeInput(_I([0, 1]), _I([3, 4]), _I([1])), "ticks"),  # sizes differ
+    (SpikeInput(_I([0, 1]), np.array([0.0, 0.08]), _I([1, 2])), "us"),  # 10 ticks: past it
+    (SpikeInput(_I([0, 1]), np.array([0.0, np.nan]), _I([1, 2])), "us"),
+    (SpikeInput(_I([0, 1]), _I([3, 4]), np.array([1.0, 2.0])), "ticks"),  # float labels
+])
+def test_refusals_are_the_same_on_both_paths(monkeypatch, spikes, unit):
+    dur = 10 if unit == "ticks" else 0.08
+    errors = []
     for compiled in (True, False):
-        with pytest.raises(ConfigError, match="outside its episode"):
-            _words(compiled, monkeypatch, 2, 10, spikes=SpikeInput([0], [10], [1]))
-        with pytest.raises(ConfigError, match="labels must be integers"):
-            _words(compiled, monkeypatch, 2, 10, spikes=SpikeInput([0], [1], [1 << 14]))
+        with pytest.raises(ConfigError) as exc:
+            _words(compiled, monkeypatch, 2, dur, spikes=spikes, unit=unit)
+        errors.append(str(exc.value))
+    assert errors[0] == errors[1]
+
+
+def test_other_dtypes_and_microseconds_give_the_same_words(monkeypatch):
+    e, t, lab = np.array([1, 0, 1], np.int32), np.array([5, 2, 2], np.uint16), [7, 9, 8]
+    a = _both(monkeypatch, 2, 10, lead=0, spikes=SpikeInput(e, t, lab))
+    b = _both(monkeypatch, 2, 10, lead=0, spikes=SpikeInput(e.astype(_I), t.astype(_I), _I(lab)))
+    np.testing.assert_array_equal(a, b)
+    us = _both(monkeypatch, 2, 0.08, unit="us", lead=0, spikes=SpikeInput(
+        e.astype(_I), t.astype(float) / 125, _I(lab)))
+    np.testing.assert_array_equal(us, b)
 
 
 @settings(max_examples=80, deadline=None)
@@ -104,3 +134,12 @@ def test_random_blocks_give_the_numpy_words(n, dur, gap, in_order, spikes, write
               cadc=CADCSchedule(1, 1), madc=MADCSchedule(2, min(dur + gap - 1, 3)), **kw)
     finally:
         mp.undo()
+
+
+def test_int64_spikes_are_checked_by_the_compiled_pass():
+    s = SpikeInput(_I([1, 0, 1]), _I([5, 2, 9]), _I([7, 9, 8]))
+    t, lab = program._checked_spikes(s, "ticks", 2, 10, _I([100, 200]))
+    assert t.tolist() == [205, 102, 209] and lab.tolist() == [7, 9, 8]
+    assert lab is not s.label and not np.shares_memory(lab, s.label)
+    bad = SpikeInput(_I([1, 0, 1]), _I([5, 2, 10]), _I([7, 9, 8]))
+    assert program._checked_spikes(bad, "ticks", 2, 10, _I([100, 200])) == (None, None)
