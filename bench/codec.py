@@ -1,4 +1,7 @@
-"""Trace codec throughput: fast numpy codec vs the construct declarations, one JSON line.
+"""Trace codec throughput: fast codec vs the construct declarations, one JSON line.
+
+The fast decoder is protocol.records' two compiled passes; its whole-array numpy twin (what
+runs without numba, and what reports malformed traces) is timed too (`decode_numpy_*`).
 
 Stream: an MNIST-training-like mix (PNAS 2022: 20 CADC steps 1.7 us apart per sample), per
 episode (36 us) one EPISODE record, 20 CADC blocks, 30..200 spikes and 4 MADC samples; the run
@@ -25,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from protocol import records as trace_records  # noqa: E402
 from protocol import spec  # noqa: E402
 from protocol.codec import words_to_bytes  # noqa: E402
 from protocol.records import decode_trace, encode_trace  # noqa: E402
@@ -85,7 +89,11 @@ def main() -> None:
     words = encode_trace(**inputs)  # warm-up, and the stream the decoder reads
     data = words_to_bytes(words)
     enc_best, enc_med, enc_cpu, _ = timed(lambda: encode_trace(**inputs), args.repeats)
+    decode_trace(data)  # warm-up: the compiled passes load from numba's cache
     dec_best, dec_med, dec_cpu, trace = timed(lambda: decode_trace(data), args.repeats)
+    raw = np.frombuffer(data, np.uint8)
+    np_best, np_med, _, np_trace = timed(lambda: trace_records._decode_numpy(raw), args.repeats)
+    assert np_trace.equals(trace)
     # the round trip is exact
     assert np.array_equal(trace.spikes["time"], inputs["spikes"]["time"])
     assert np.array_equal(trace.cadc_samples, inputs["cadc_samples"])
@@ -119,6 +127,9 @@ def main() -> None:
         "speedup_decode": round(dec_rate / c_dec_rate, 1),
         "speedup_encode": round(enc_rate / c_enc_rate, 1),
         "decode_mb_per_s_median": round(mb / dec_med, 1),
+        "decode_numpy_mb_per_s": round(mb / np_best, 1),
+        "decode_numpy_mb_per_s_median": round(mb / np_med, 1),
+        "compiled": trace_records.COMPILED,
         "encode_mb_per_s_median": round(mb / enc_med, 1),
         "decode_mb_per_s_cpu": round(mb / dec_cpu, 1),
         "encode_mb_per_s_cpu": round(mb / enc_cpu, 1),
