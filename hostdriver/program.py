@@ -11,7 +11,9 @@ Time: the program starts with TIMER_RESET (playback time 0). Low-level timed met
 opens its own segment (BARRIER, TIMER_RESET) so it never depends on how long earlier writes
 took, and lays its episodes out back to back: episode k starts at lead + k * (duration + gap)
 with EPISODE_START (global neuron reset), its input spikes, CADC schedule and MADC recording at
-times relative to its start. Everything for all episodes is built with whole-array numpy.
+times relative to its start. Everything for all episodes is built with whole-array numpy,
+except the input spikes: one compiled (numba) pass checks and places them, another packs them
+and merges them into the block (the numpy twin of both gives the same words).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Layouts: protocol/wire.py comments and docs/protocol.md, "Trace records". Record
 42 bits of the playback time; TIME_SYNC records carry all 56 bits and are emitted at TIMER_RESET
 and whenever bits 55..42 change, so the full time of a record is the epoch (bits 55..42) of the
 latest preceding TIME_SYNC joined with the record's low 42 bits (0 before any TIME_SYNC).
-Everything is whole-array numpy: no Python loop over records in either direction.
+No Python loop over records in either direction: encode is whole-array numpy; decode is two
+compiled (numba) passes over the words, with a whole-array numpy twin that reports the first
+bad word of a malformed trace (and decodes where numba is missing).
 """
 
 from __future__ import annotations
