@@ -27,6 +27,7 @@ from hostdriver.chip import state
 from hostdriver.chip.config import ChipConfig
 from hostdriver.chip.values import config_error
 from protocol import instructions as ins
+from protocol.codec import NUMBA, LazyJit
 from protocol.errors import BoardError
 from protocol.wire import LABEL_MASK, OPCODE_SHIFT, TICKS_PER_US, Instr, SystemOp
 
@@ -644,19 +645,9 @@ def _layout_compiled(times: list[np.ndarray], prios: list[np.ndarray], words: li
     return out[: _merge_spikes(t, w, spike_t, lab, end, out)]
 
 
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - numba is a declared dependency
-    COMPILED = False
-else:
-    COMPILED = True
+COMPILED = NUMBA  # the spike passes below run compiled (numba loads at their first call)
 
-
-def _jit(fn):  # noqa: ANN001, ANN202
-    return njit(cache=True, nogil=True, boundscheck=False)(fn) if COMPILED else fn
-
-
-@_jit
+@LazyJit
 def _spike_times(e, t, lab, start, n, dur, label_max, t_abs, lab_out):  # noqa: ANN001, ANN202, PLR0913
     """t_abs = start[e] + t and lab_out = lab if every episode is in 0..n-1, every time in
     0..dur-1 and every label in 0..label_max; False at the first value out of range."""
@@ -671,7 +662,7 @@ def _spike_times(e, t, lab, start, n, dur, label_max, t_abs, lab_out):  # noqa: 
     return True
 
 
-@_jit
+@LazyJit
 def _sort_runs(t, lab):  # noqa: ANN001, ANN202
     """Sort lab within each run of equal t in place; False (lab untouched) unless t is
     non-decreasing. Spikes of equal time and label are alike, so no order among them matters."""
@@ -701,7 +692,7 @@ def _sort_runs(t, lab):  # noqa: ANN001, ANN202
 _SPIKE0 = np.uint64(int(Instr.SPIKE1) - 1)
 
 
-@_jit
+@LazyJit
 def _merge_spikes(t, w, st, lab, end, out):  # noqa: ANN001, ANN202, PLR0913
     """out = words w (sorted by time t) merged with the SPIKE1..4 packs of spikes (st, lab:
     sorted by time, then label) after the words of their time, a WAIT_UNTIL before each new

@@ -8,7 +8,9 @@ first bad word a sequential decoder would have stopped at.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -68,3 +70,26 @@ def hex_word(words: np.ndarray) -> Callable[[int], str]:
 def words_to_bytes(words) -> bytes:
     """Wire bytes of a word stream: little-endian u64."""
     return np.asarray(words, dtype=U64).astype("<u8", copy=False).tobytes()
+
+
+#: numba is installed: the compiled passes of the codecs (records, hostdriver.program) run
+NUMBA = importlib.util.find_spec("numba") is not None
+
+
+class LazyJit:
+    """A numba kernel compiled (or loaded from numba's on-disk cache) at its first call, so
+    that importing the codecs does not import numba (~0.3 s) before a kernel is needed."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.py_func = fn
+        self._compiled: Callable[..., Any] | None = None
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args: Any) -> Any:
+        kernel = self._compiled
+        if kernel is None:
+            from numba import njit
+
+            kernel = self._compiled = njit(cache=True, nogil=True, boundscheck=False)(
+                self.py_func)
+        return kernel(*args)

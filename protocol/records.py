@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol.codec import FirstError, as_bytes_array, hex_word
+from protocol.codec import NUMBA, FirstError, LazyJit, as_bytes_array, hex_word
 from protocol.errors import ConfigError
 from protocol.wire import (
     CADC_CHANNELS,
@@ -473,17 +473,7 @@ def _cadc_samples(raw: np.ndarray, heads: np.ndarray) -> tuple[np.ndarray, np.nd
 # (a CADC block is one hop of 75 words) counting each kind and checking the block structure,
 # the second fills every kind's rows and unpacks the samples. Only well-formed traces are
 # decoded here: on anything else the numpy decoder runs and reports the first bad word.
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - numba is a declared dependency
-    COMPILED = False
-else:
-    COMPILED = sys.byteorder == "little"  # the passes read the wire's words natively
-
-
-def _jit(fn):  # noqa: ANN001, ANN202
-    return njit(cache=True, nogil=True, boundscheck=False)(fn) if COMPILED else fn
-
+COMPILED = NUMBA and sys.byteorder == "little"  # the passes read the wire's words natively
 
 _OP = U64(OPCODE_SHIFT)
 _K56 = U64(_M56)
@@ -502,7 +492,7 @@ _R_LAST = U64(max(_KNOWN_OPS))
 _NDATA = CADC_DATA_WORDS
 
 
-@_jit
+@LazyJit
 def _count_records(w, counts):  # noqa: ANN001, ANN202
     """Records of each opcode into counts[op]; False unless every record is a known non-data
     word and every CADC_HEAD has its 74 words after it (their opcodes are checked in the
@@ -524,7 +514,7 @@ def _count_records(w, counts):  # noqa: ANN001, ANN202
     return True
 
 
-@_jit
+@LazyJit
 def _fill_records(w, spikes, cadc, madc, episodes, halt, reads, errors, syncs,  # noqa: ANN001, ANN202, PLR0913
                   samples):
     """Every kind's rows in record order (timed kinds: [n, 2] u64 views of their 16-byte rows,
