@@ -233,7 +233,7 @@ def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: L
     else:
         flat, seg = part(0, n_ep)
     return (v if plan is None else None, syn if keep_syn else None,
-            torch.from_numpy(flat), torch.from_numpy(seg).T)
+            torch.from_numpy(flat), torch.from_numpy(np.ascontiguousarray(seg.T)))
 
 
 # neuron-steps (~4 ns each) below which one more range costs more (hand-off ~0.1 ms) than it saves
@@ -380,53 +380,58 @@ def cadc_codes(v: np.ndarray, chan_col: np.ndarray, gain: torch.Tensor, off: tor
 def follow_spikes(p: TorchParams, n: int, flat: torch.Tensor, seg_all: torch.Tensor
                   ) -> tuple[SpikeList, torch.Tensor]:
     """simulate.follow_spikes with the arithmetic between its transcendental functions in
-    kernels (fs_*): the same operations, far fewer calls. Returns (spikes, membrane [T+1, S])."""
+    kernels (fs_*): the same operations, far fewer calls. Returns (spikes, membrane [T+1, S]).
+    (torch's exp / expm1 / log1p give each element the same value whatever the tensor's shape,
+    so they run on all of a round's columns at once.)"""
     spikes = SpikeList()
     flat_np = flat.numpy()
     n_i_np = flat_np % n
-    n_i = torch.from_numpy(n_i_np)
-    e_i_np = flat_np // n
-    e_th = p.e_eff[n_i]
-    v_cols = e_th + seg_all
+    e_th_all = p.e_eff.numpy()[n_i_np]  # (numpy gathers: the same values as torch's)
+    v_cols = torch.from_numpy(e_th_all) + seg_all
     if flat.numel() == 0:
         return spikes, v_cols
-    t1 = seg_all.shape[0]
+    e_i_np = flat_np // n
     seg = np.ascontiguousarray(seg_all.numpy())
     vc = v_cols.numpy()
-    e_th_all, rdt_all = e_th.numpy(), p.rdt[n_i].numpy()
-    vr_all, th_all = p.v_reset[n_i].numpy(), p.theta[n_i].numpy()
-    tref_all = p.t_ref_steps[n_i].numpy()
-    j = np.empty(flat_np.size, _I64)  # first grid point after 0 at threshold (v_cols[t] is
+    rdt_all, vr_all = p.rdt.numpy()[n_i_np], p.v_reset.numpy()[n_i_np]
+    th_all, tref_all = p.theta.numpy()[n_i_np], p.t_ref_steps.numpy()[n_i_np]
+    n_s = flat_np.size
+    j = np.empty(n_s, _I64)  # first grid point after 0 at threshold (v_cols[t] is
     kernels.fs_first(vc, th_all, j)  # the reference's e_th + seg[t], the same float32 sums)
-    cols = np.arange(flat_np.size, dtype=_I64)
-    t_rel = np.full(cols.size, NEVER)
-    r0 = np.zeros(cols.size, np.float32)
-    while cols.size:
-        s = cols.size
-        e_th_c, rdt_c, vr_c, th_c = e_th_all[cols], rdt_all[cols], vr_all[cols], th_all[cols]
-        arg = np.empty((2, s), np.float32)
-        u = np.empty((2, s), np.float32)
-        kernels.fs_grid_args(seg, cols, j, t_rel, rdt_c, arg, u)
+    cols = np.arange(n_s, dtype=_I64)  # this round's columns (moved to the front by fs_write)
+    t_rel = np.full(n_s, NEVER)
+    r0 = np.zeros(n_s, np.float32)
+    buf_arg = np.empty(2 * n_s, np.float32)
+    buf_u = np.empty(2 * n_s, np.float32)
+    buf_x, buf_lam, buf_tr = np.empty(n_s), np.empty(n_s), np.empty(n_s)
+    buf_kr = np.empty(n_s, _I64)
+    buf_r0 = np.empty(n_s, np.float32)
+    buf_dec = np.empty(seg.shape[0] * n_s, np.float32)
+    parts: list = []
+    s = n_s
+    while s:
+        c, jc, tc, rc = cols[:s], j[:s], t_rel[:s], r0[:s]
+        arg, u = buf_arg[:2 * s].reshape(2, s), buf_u[:2 * s].reshape(2, s)
+        kernels.fs_grid_args(seg, c, jc, tc, rdt_all, arg, u)
         dec = torch.exp(torch.from_numpy(arg)).numpy()
-        x, span, lam, t0 = (np.empty(s) for _ in range(4))
-        kernels.fs_cross_args(j, t_rel, r0, e_th_c, rdt_c, vr_c, th_c, dec, u, x, span, lam, t0)
-        x_t, lam_t = torch.from_numpy(x), torch.from_numpy(lam)
-        lp = torch.log1p(x_t * torch.expm1(-lam_t)).numpy()
-        tr = np.empty(s)
-        kr = np.empty(s, _I64)
-        ts = kernels.fs_release_args(seg, cols, x, span, lam, t0, lp, tref_all[cols], rdt_c,
-                                     t1, tr, kr, arg, u)
-        # (numpy gathers: a torch index by a numpy array converts it first)
-        spikes.add(torch.from_numpy(e_i_np[cols]), torch.from_numpy(n_i_np[cols]),
-                   torch.from_numpy(ts), torch.from_numpy(j - 1))
+        x, lam = buf_x[:s], buf_lam[:s]
+        span, t0 = kernels.fs_cross_args(c, jc, tc, rc, e_th_all, rdt_all, vr_all, th_all, dec,
+                                         u, x, lam)
+        lp = torch.log1p(torch.from_numpy(x) * torch.expm1(-torch.from_numpy(lam))).numpy()
+        tr, kr = buf_tr[:s], buf_kr[:s]
+        ts = kernels.fs_release_args(seg, c, x, span, lam, t0, lp, tref_all, rdt_all, tr, kr,
+                                     arg, u)
+        parts.append((c.copy(), ts, jc - 1))
         em = torch.expm1(torch.from_numpy(arg)).numpy()
-        r0n = np.empty(s, np.float32)
-        dec_t = np.empty((t1, s), np.float32)
-        kernels.fs_after_args(tr, rdt_c, vr_c, e_th_c, em, u, t1, r0n, dec_t)
+        r0n = buf_r0[:s]
+        dec_t = buf_dec[:seg.shape[0] * s].reshape(seg.shape[0], s)
+        kernels.fs_after_args(c, tr, rdt_all, vr_all, e_th_all, em, u, r0n, dec_t)
         dec_t = torch.exp(torch.from_numpy(dec_t)).numpy()
-        nxt = np.empty(s, _I64)
-        kernels.fs_write(seg, cols, j, tr, kr, r0n, e_th_c, vr_c, th_c, tref_all[cols], dec_t, vc,
-                         nxt)
-        again = nxt >= 0
-        cols, j, t_rel, r0 = cols[again], nxt[again], tr[again], r0n[again]
+        s = kernels.fs_write(seg, c, jc, tc, rc, tr, kr, r0n, e_th_all, vr_all, th_all, tref_all,
+                             dec_t, vc)
+    # one entry for all rounds: tensors() concatenates them in this order all the same
+    c_all = np.concatenate([q[0] for q in parts])
+    spikes.add(torch.from_numpy(e_i_np[c_all]), torch.from_numpy(n_i_np[c_all]),
+               torch.from_numpy(np.concatenate([q[1] for q in parts])),
+               torch.from_numpy(np.concatenate([q[2] for q in parts])))
     return spikes, v_cols

@@ -618,95 +618,135 @@ def fs_first(v, th, out):  # noqa: ANN001, ANN201
 
 @_jit
 def fs_grid_args(seg, cols, j, t_rel, rdt, out_arg, out_u):  # noqa: ANN001, ANN201
-    """For grid points j-1 and j of each active column: decay_since's exponent
-    -(rdt * max(f32(j' - t_rel), 0)) into out_arg [2, S'] and u there into out_u [2, S']."""
+    """For grid points j-1 and j of each active column cols[i] (its j[i], t_rel[i]):
+    decay_since's exponent -(rdt * max(f32(j' - t_rel), 0)) into out_arg [2, S'] and u there
+    into out_u [2, S']. Per-column parameters (rdt) are indexed by column."""
     for i in range(cols.shape[0]):
         c = cols[i]
         for g in range(2):
             jj = j[i] - 1 + g
             x = max(np.float32(np.float64(jj) - t_rel[i]), np.float32(0.0))
-            out_arg[g, i] = -(rdt[i] * x)
+            out_arg[g, i] = -(rdt[c] * x)
             out_u[g, i] = seg[jj, c]
 
 
 @_jit
-def fs_cross_args(j, t_rel, r0, e_th, rdt, vr, th, dec, u, out_x, out_span, out_lam,  # noqa: ANN001, ANN201
-                  out_t0):
-    """_grid_v at j-1 and j (decay factors dec [2, S']), then spike_time's operands: x
-    (float64), span, lam and t0 per active column."""
-    for i in range(j.shape[0]):
+def fs_cross_args(cols, j, t_rel, r0, e_th, rdt, vr, th, dec, u, out_x, out_lam):  # noqa: ANN001, ANN201
+    """_grid_v at j-1 and j (decay factors dec [2, S']), then spike_time's operands x and
+    lam (float64) per active column into out_x, out_lam; returns its span and t0."""
+    s = cols.shape[0]
+    span = np.empty(s, np.float64)
+    t0 = np.empty(s, np.float64)
+    for i in range(s):
+        c = cols[i]
         k = np.float64(j[i] - 1)
         k1 = np.float64(j[i])
-        v_prev = (e_th[i] + u[0, i]) + r0[i] * dec[0, i] if t_rel[i] < k else vr[i]
-        v_j = (e_th[i] + u[1, i]) + r0[i] * dec[1, i] if t_rel[i] < k1 else vr[i]
+        v_prev = (e_th[c] + u[0, i]) + r0[i] * dec[0, i] if t_rel[i] < k else vr[c]
+        v_j = (e_th[c] + u[1, i]) + r0[i] * dec[1, i] if t_rel[i] < k1 else vr[c]
         late = t_rel[i] > k
-        t0 = t_rel[i] if late else k
-        v0 = vr[i] if late else v_prev
-        if v0 >= th[i]:  # already at threshold when the interval starts: fires at t0
+        t0[i] = t_rel[i] if late else k
+        v0 = vr[c] if late else v_prev
+        if v0 >= th[c]:  # already at threshold when the interval starts: fires at t0
             x = np.float32(0.0)
         else:
-            x = (th[i] - v0) / (v_j - v0)
+            x = (th[c] - v0) / (v_j - v0)
             x = min(max(x, np.float32(0.0)), np.float32(1.0))
-        span = k1 - t0
+        span[i] = k1 - t0[i]
         out_x[i] = np.float64(x)
-        out_span[i] = span
-        out_lam[i] = np.float64(rdt[i]) * span
-        out_t0[i] = t0
+        out_lam[i] = np.float64(rdt[c]) * span[i]
+    return span, t0
 
 
 @_jit
-def fs_release_args(seg, cols, x, span, lam, t0, lp, tref, rdt, t1, out_tr, out_kr, out_arg,  # noqa: ANN001, ANN201
+def fs_release_args(seg, cols, x, span, lam, t0, lp, tref, rdt, out_tr, out_kr, out_arg,  # noqa: ANN001, ANN201
                     out_u):
     """spike_time's result (lp = log1p(x * expm1(-lam))) -> spike time; release time tr and
     its step kr; release_r0's expm1 operands (-rdt) * f and -rdt into out_arg [2, S'] and u at
     the release step's two grid points into out_u [2, S']. Returns the spike times."""
+    t1 = seg.shape[0]
     ts = np.empty(cols.shape[0], np.float64)
     for i in range(cols.shape[0]):
+        c = cols[i]
         frac = -lp[i] / max(lam[i], 1e-300) if lam[i] > 1e-9 else x[i]
         t = t0[i] + span[i] * min(max(frac, 0.0), 1.0)
         ts[i] = t
-        tr = t + tref[i]
+        tr = t + tref[c]
         kr = np.int64(np.floor(tr))
         out_tr[i] = tr
         out_kr[i] = kr
         f = np.float32(tr - np.float64(kr))
-        out_arg[0, i] = (-rdt[i]) * f
-        out_arg[1, i] = -rdt[i]
+        out_arg[0, i] = (-rdt[c]) * f
+        out_arg[1, i] = -rdt[c]
         krc = min(kr, t1 - 2)
-        out_u[0, i] = seg[krc, cols[i]]
-        out_u[1, i] = seg[krc + 1, cols[i]]
+        out_u[0, i] = seg[krc, c]
+        out_u[1, i] = seg[krc + 1, c]
     return ts
 
 
 @_jit
-def fs_after_args(tr, rdt, vr, e_th, em, u, t1, out_r0, out_arg):  # noqa: ANN001, ANN201
+def fs_after_args(cols, tr, rdt, vr, e_th, em, u, out_r0, out_arg):  # noqa: ANN001, ANN201
     """release_r0 (em [2, S'] = the two expm1) into out_r0, and decay_since's exponent for every
     grid point t: -(rdt * max(f32(t - tr), 0)) into out_arg [T+1, S']."""
-    for i in range(tr.shape[0]):
+    s = cols.shape[0]
+    rdt_c = np.empty(s, np.float32)
+    for i in range(s):
+        c = cols[i]
+        rdt_c[i] = rdt[c]
         h = em[0, i] / em[1, i]
         u_at = u[0, i] + (u[1, i] - u[0, i]) * h
-        out_r0[i] = (vr[i] - e_th[i]) - u_at
-        for t in range(t1):
-            x = max(np.float32(np.float64(t) - tr[i]), np.float32(0.0))
-            out_arg[t, i] = -(rdt[i] * x)
+        out_r0[i] = (vr[c] - e_th[c]) - u_at
+    for t in range(out_arg.shape[0]):  # row by row (the rows are S' wide)
+        tf = np.float64(t)
+        row = out_arg[t]
+        for i in range(s):
+            row[i] = -(rdt_c[i] * max(np.float32(tf - tr[i]), np.float32(0.0)))
 
 
 @_jit
-def fs_write(seg, cols, j, tr, kr, r0n, e_th, vr, th, tref, dec, v_cols, out_next):  # noqa: ANN001, ANN201, PLR0913
+def fs_write(seg, cols, j, t_rel, r0, tr, kr, r0n, e_th, vr, th, tref, dec, v_cols):  # noqa: ANN001, ANN201, PLR0913
     """The membrane from the spike on (v_reset while refractory, then the released trajectory
-    (e_th + u) + r0n * dec) into v_cols[t >= j, col]; out_next[i] = the next grid point (> j,
-    or j itself after a release before it; released, before the last step) where it reaches
-    threshold again, -1 if none."""
+    (e_th + u) + r0n * dec) into v_cols[t >= j, col]; then the next round's columns: those that
+    reach threshold again at a grid point (> j, or j itself after a release before it;
+    released, before the last step), moved to the front of cols with that grid point in j,
+    their release time in t_rel and r0n in r0. Returns their number."""
     t1 = v_cols.shape[0]
-    for i in range(cols.shape[0]):
+    s = cols.shape[0]
+    nxt = np.full(s, t1, np.int64)  # t1: none
+    ident = True  # (the first round: every column, in order)
+    e_c = np.empty(s, np.float32)
+    vr_c = np.empty(s, np.float32)
+    th_c = np.empty(s, np.float32)
+    again_at_j = np.empty(s, np.bool_)  # may fire again at j itself
+    for i in range(s):
         c = cols[i]
-        out_next[i] = -1
-        for t in range(t1):
-            free = np.float64(t) > tr[i]
-            vs = (e_th[i] + seg[t, c]) + r0n[i] * dec[t, i] if free else vr[i]
+        ident = ident and c == i
+        e_c[i] = e_th[c]
+        vr_c[i] = vr[c]
+        th_c[i] = th[c]
+        again_at_j[i] = vr[c] < th[c] or tref[c] > 0
+    last_ok = np.empty(s, np.bool_)
+    for i in range(s):
+        last_ok[i] = kr[i] < t1 - 1
+    for t in range(t1):  # row by row: v_cols, seg and dec rows are S (S') wide
+        tf = np.float64(t)
+        srow = seg[t]
+        vrow = v_cols[t]
+        drow = dec[t]
+        for i in range(s):
+            c = i if ident else cols[i]
+            free = tf > tr[i]
+            vs = (e_c[i] + srow[c]) + r0n[i] * drow[i] if free else vr_c[i]
             if t >= j[i]:
-                v_cols[t, c] = vs
-            if (out_next[i] < 0 and vs >= th[i] and free and kr[i] < t1 - 1
-                    and (t > j[i] or (t == j[i] and (vr[i] < th[i] or tref[i] > 0)))):
-                out_next[i] = t
-
+                vrow[c] = vs
+            if (t < nxt[i] and vs >= th_c[i] and free and last_ok[i]
+                    and (t > j[i] or (t == j[i] and again_at_j[i]))):
+                nxt[i] = t
+    w = 0
+    for i in range(s):
+        if nxt[i] < t1:
+            cols[w] = cols[i]
+            j[w] = nxt[i]
+            t_rel[w] = tr[i]
+            r0[w] = r0n[i]
+            w += 1
+    return w
