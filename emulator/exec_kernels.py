@@ -90,44 +90,61 @@ _CADC_SCHEDULE = int(Instr.CADC_SCHEDULE)
 _MADC_RECORD = int(Instr.MADC_RECORD)
 _TIME_SYNC = np.uint64(int(Rec.TIME_SYNC))
 _FAR = np.iinfo(np.int64).max // 4  # next-episode position of the last episode
+_NEVER = np.iinfo(np.int64).min  # latest event of an episode without any
 
 
 @_jit
-def program_scan(w, known, reserved, sys_ok, nd, ndop, ndw, run, hist):  # noqa: ANN001, ANN201
-    """One pass over the program words (executor._scan's twin): the positions nd of the words
-    that are not DATA, their opcodes ndop, words ndw and the DATA words following each (run);
-    per-opcode word counts hist. Returns (len(nd), first bad word, first short write (index
-    into nd), the word a short write misses, the first stray DATA word, the first good HALT),
-    -1 where there is none. A word is bad with an unknown opcode, a reserved payload bit set,
-    a count of 0, an address range past 2^32, a CADC_SCHEDULE of 0 samples or an unknown
-    system op."""
-    n = w.shape[0]
-    k = 0
-    first_bad = short = missing = stray = halt = -1
-    for i in range(n + 1):
-        o = _DATA
-        x = np.uint64(0)
-        if i < n:
-            x = w[i]
-            o = np.int64(x >> np.uint64(56))
-            hist[o] += 1
-            bad = (not known[o]) or (x & reserved[o]) != 0
+def program_scan(w, known, reserved, sys_ok, op, hist):  # noqa: ANN001, ANN201
+    """One pass over the program words: opcode op of each, words per opcode hist, and (first
+    bad word, first good HALT, CADC samples, MADC samples the words ask for), -1 where there is
+    no such word (executor._scan's twin with compact()). A word is bad with an unknown opcode,
+    a reserved payload bit set, a count of 0, an address range past 2^32, a CADC_SCHEDULE of 0
+    samples or an unknown system op."""
+    first_bad = halt = -1
+    n_cadc = n_madc = 0
+    for i in range(w.shape[0]):
+        x = w[i]
+        o = np.int64(x >> np.uint64(56))
+        op[i] = o
+        hist[o] += 1
+        bad = (x & reserved[o]) != 0 or not known[o]
+        if o >= _WRITE_BLOCK:  # the rarer checks (opcodes below it need none)
             if o == _WRITE_BLOCK or o == _READ or o == _MADC_RECORD:
                 c = np.int64((x >> np.uint64(32)) & np.uint64(0xFFFFFF))
-                if c == 0 or (o != _MADC_RECORD and np.int64(x & np.uint64(_M32)) + c - 1 > _M32):
-                    bad = True
+                bad = bad or c == 0 or (o != _MADC_RECORD
+                                        and np.int64(x & np.uint64(_M32)) + c - 1 > _M32)
+                if o == _MADC_RECORD:
+                    n_madc += c
             elif o == _CADC_SCHEDULE:
-                bad = bad or ((x & _M56) >> np.uint64(42)) == 0
+                c = np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF))
+                bad = bad or c == 0
+                n_cadc += c
+            elif o == _CADC_TRIGGER:
+                n_cadc += 1
             elif o == _SYSTEM:
                 bad = bad or not sys_ok[np.int64(x & np.uint64(0xFF))]
-            if bad and first_bad < 0:
-                first_bad = i
-            if o == _HALT and not bad and halt < 0:
+            elif o == _HALT and halt < 0 and not bad:
                 halt = i
-        if (o != _DATA or i == n) and k:  # the previous instruction's DATA words end here
+        if bad and first_bad < 0:
+            first_bad = i
+    return first_bad, halt, n_cadc, n_madc
+
+
+@_jit
+def compact(w, op, nd, ndop, ndw):  # noqa: ANN001, ANN201
+    """The words that are not DATA (positions nd, opcodes ndop, words ndw) and the checks of
+    the DATA words between them: returns (len(nd), first write whose DATA words run short (index
+    into nd), the word it misses, first stray DATA word), -1 where there is none. A WRITE
+    takes one DATA word, a WRITE_BLOCK its count, any other instruction none."""
+    n = w.shape[0]
+    k = 0
+    short = missing = stray = -1
+    for i in range(n + 1):
+        if i < n and op[i] == _DATA:
+            continue
+        if k:  # the previous instruction's DATA words end here
             j = k - 1
             r = i - nd[j] - 1
-            run[j] = r
             need = 0
             if ndop[j] == _WRITE:
                 need = 1
@@ -138,12 +155,12 @@ def program_scan(w, known, reserved, sys_ok, nd, ndop, ndw, run, hist):  # noqa:
                 missing = nd[j] + 1 + r
             if r > need and stray < 0:
                 stray = nd[j] + 1 + need
-        if o != _DATA and i < n:
+        if i < n:
             nd[k] = i
-            ndop[k] = o
-            ndw[k] = x
+            ndop[k] = op[i]
+            ndw[k] = w[i]
             k += 1
-    return k, first_bad, short, missing, stray, halt
+    return k, short, missing, stray
 
 
 @_jit
@@ -159,191 +176,168 @@ def _rank_right(a, lo, hi, x):  # noqa: ANN001, ANN202
 
 
 @_jit
-def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op):  # noqa: ANN001, ANN201, C901, PLR0912, PLR0915
-    """The timeline and every event of the executed instructions (program positions pos,
-    opcodes op, words w) in two passes: executor._times, _stimuli and _episodes' twin.
+def _issues(o, x, p, min_period, spike_n):  # noqa: ANN001, ANN202
+    """(events, sample interval) of an instruction (opcode o, word x; p: the MADC period in
+    force at an MADC_RECORD): spikes of SPIKEn, samples of an ADC instruction (a bad MADC_RECORD,
+    its period below min_period, takes none)."""
+    if o == _CADC_SCHEDULE:
+        return np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF)), np.int64(x & _M42)
+    if o == _CADC_TRIGGER:
+        return np.int64(1), np.int64(0)
+    if o == _MADC_RECORD:
+        mn = np.int64((x >> np.uint64(32)) & np.uint64(0xFFFFFF))
+        return (np.int64(0) if p < min_period and mn > 0 else mn), np.int64(p)
+    return np.int64(spike_n[o]), np.int64(0)
 
-    Pass 1 runs the playback timer (a TIMER_RESET opens a segment at the elapsed time now, a
+
+@_jit
+def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op, bounds):  # noqa: ANN001, ANN201, C901, PLR0912, PLR0913, PLR0915
+    """The timeline and every event of the executed instructions (program positions pos,
+    opcodes op, words w) in one pass: executor._times, _stimuli and _episodes' twin.
+
+    The playback timer runs from e0: a TIMER_RESET opens a segment at the elapsed time now, a
     WAIT_UNTIL waits for offset + t or lies in the past, a BARRIER waits for the end of every
-    ADC schedule issued before it) and counts events; pass 2 lists them: injected spikes (label
-    k of a SPIKEn word at bits 42 - 14 k), CADC samples, MADC samples (madc_period / madc_cfg:
-    the MADC config in force at each MADC_RECORD, in order; a period below min_period makes it
-    a VALUE_OUT_OF_RANGE instead). An event belongs to the episode of its instruction, a later
-    scheduled sample to the last episode started at or before its time; events before the
-    first EPISODE_START open an implicit episode at the first timed instruction (timed_op).
+    ADC schedule issued before it. Events: injected spikes (label k of a SPIKEn word at bits
+    42 - 14 k), CADC samples and MADC samples (madc_period / madc_cfg: the MADC config in force
+    at each MADC_RECORD, in order; a period below min_period makes it a VALUE_OUT_OF_RANGE
+    instead). An event belongs to the episode of its instruction, a later scheduled sample to
+    the last episode started at or before its time; events before the first EPISODE_START
+    open an implicit episode at the first timed instruction (timed_op). An episode ends at the
+    next start (or HALT), never before its last event. bounds: at least as many (spikes, CADC
+    samples, MADC samples, EPISODE_STARTs, WAIT_UNTILs, TIMER_RESETs) as there are.
 
     Returns ((e, now, offset, pending ADC end), episodes (start, pos, index, explicit, end,
-    next pos), spikes (label, time, episode, time in episode), CADC (time, episode, time in
+    next pos), spikes (label, episode (i32), time in episode), CADC (time, episode, time in
     episode), MADC (time, episode, time in episode, source), (past WAITs, TIMER_RESETs, bad
     MADC_RECORDs (indices into op), config of each bad one))."""
     n = op.shape[0]
+    n_madc_words = madc_period.shape[0]
     e = np.empty(n, np.int64)
+    ep_start = np.empty(bounds[3] + 1, np.int64)
+    ep_pos = np.empty(bounds[3] + 1, np.int64)
+    ep_index = np.empty(bounds[3] + 1, np.int64)
+    last = np.full(bounds[3] + 1, _NEVER, np.int64)  # latest event of each episode
+    spk_label = np.empty(bounds[0], np.uint16)
+    spk_ep = np.empty(bounds[0], np.int32)
+    spk_rel = np.empty(bounds[0], np.int64)
+    cadc_time = np.empty(bounds[1], np.int64)
+    cadc_ep = np.empty(bounds[1], np.int64)
+    cadc_rel = np.empty(bounds[1], np.int64)
+    madc_time = np.empty(bounds[2], np.int64)
+    madc_ep = np.empty(bounds[2], np.int64)
+    madc_rel = np.empty(bounds[2], np.int64)
+    madc_source = np.empty(bounds[2], np.int64)
+    past_at = np.empty(bounds[4], np.int64)
+    reset_at = np.empty(bounds[5], np.int64)
+    bad_at = np.empty(n_madc_words, np.int64)
+    bad_cfg = np.empty(n_madc_words, np.int64)
     now = e0
     off = 0
     pend = e0
-    n_spk = n_cadc = n_madc = n_es = n_past = n_reset = n_bad = 0
-    t0 = -1
-    mi = 0
+    t0 = -1  # first timed instruction
+    implicit_start = e0
+    decided = early = False  # early: events before the first EPISODE_START
+    late = False  # a sample after its instruction's time: its episode by time (-1 for now)
+    row = -1  # episode of the instructions so far
+    start = e0  # its start
+    mi = n_s = n_c = n_m = n_p = n_r = n_b = 0
     for i in range(n):
         o = op[i]
         x = w[i]
         if t0 < 0 and timed_op[o]:
             t0 = i
-        if o == _TIMER_RESET:
-            off = now
-            n_reset += 1
-        elif o == _WAIT_UNTIL:
+            implicit_start = now
+        if o == _WAIT_UNTIL:
             tgt = off + np.int64(x & _M56)
             if tgt < now:
-                n_past += 1
-            else:
-                now = tgt
-        elif o == _BARRIER and pend > now:
-            now = pend
-        e[i] = now
-        n_adc = 0
-        step = 0
-        if o == _CADC_SCHEDULE:
-            n_adc = np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF))
-            step = np.int64(x & _M42)
-            n_cadc += n_adc
-        elif o == _CADC_TRIGGER:
-            n_adc = 1
-            n_cadc += 1
-        elif o == _MADC_RECORD:
-            mn = np.int64((x >> np.uint64(32)) & np.uint64(0xFFFFFF))
-            p = madc_period[mi]
-            mi += 1
-            if p < min_period and mn > 0:
-                n_bad += 1
-            else:
-                n_adc = mn
-                step = p
-                n_madc += mn
-        elif o == _EPISODE_START:
-            n_es += 1
-        else:
-            n_spk += spike_n[o]
-        if n_adc > 0 and now + (n_adc - 1) * step + 1 > pend:
-            pend = now + (n_adc - 1) * step + 1
-    e_halt = max(now, pend)
-    # pass 2: the events; explicit episodes at rows 1.. (row 0: the implicit one, if any)
-    ep_start = np.empty(n_es + 1, np.int64)
-    ep_pos = np.empty(n_es + 1, np.int64)
-    ep_index = np.empty(n_es + 1, np.int64)
-    spk_label = np.empty(n_spk, np.uint16)
-    spk_time = np.empty(n_spk, np.int64)
-    spk_ep = np.empty(n_spk, np.int64)
-    cadc_time = np.empty(n_cadc, np.int64)
-    cadc_ep = np.empty(n_cadc, np.int64)
-    madc_time = np.empty(n_madc, np.int64)
-    madc_ep = np.empty(n_madc, np.int64)
-    madc_source = np.empty(n_madc, np.int64)
-    past_at = np.empty(n_past, np.int64)
-    reset_at = np.empty(n_reset, np.int64)
-    bad_at = np.empty(n_bad, np.int64)
-    bad_cfg = np.empty(n_bad, np.int64)
-    es = -1  # explicit episodes started so far, less one
-    late = False  # some sample comes after its instruction: episode by time (-2 for now)
-    off = 0
-    mi = n_s = n_c = n_m = n_p = n_r = n_b = 0
-    for i in range(n):
-        o = op[i]
-        x = w[i]
-        t = e[i]
-        if o == _EPISODE_START:
-            es += 1
-            ep_start[es + 1] = t
-            ep_pos[es + 1] = pos[i]
-            ep_index[es + 1] = np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF))
-        elif o == _TIMER_RESET:
-            off = t
-            reset_at[n_r] = i
-            n_r += 1
-        elif o == _WAIT_UNTIL:
-            if off + np.int64(x & _M56) < (e[i - 1] if i else e0):
                 past_at[n_p] = i
                 n_p += 1
-        elif o == _CADC_SCHEDULE:
-            step = np.int64(x & _M42)
-            for j in range(np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF))):
-                cadc_time[n_c] = t + j * step
-                cadc_ep[n_c] = es if j * step == 0 else -2
-                late = late or j * step != 0
-                n_c += 1
-        elif o == _CADC_TRIGGER:
-            cadc_time[n_c] = t
-            cadc_ep[n_c] = es
-            n_c += 1
-        elif o == _MADC_RECORD:
-            mn = np.int64((x >> np.uint64(32)) & np.uint64(0xFFFFFF))
-            p = madc_period[mi]
-            src = (madc_cfg[mi] >> 9) & 0x7
-            if p < min_period and mn > 0:
-                bad_at[n_b] = i
-                bad_cfg[n_b] = madc_cfg[mi]
-                n_b += 1
             else:
-                for j in range(mn):
-                    madc_time[n_m] = t + j * p
-                    madc_ep[n_m] = es if j * p == 0 else -2
-                    madc_source[n_m] = src
-                    late = late or j * p != 0
-                    n_m += 1
+                now = tgt
+            e[i] = now
+            continue
+        if o == _TIMER_RESET:
+            off = now
+            reset_at[n_r] = i
+            n_r += 1
+        elif o == _BARRIER and pend > now:
+            now = pend
+        elif o == _EPISODE_START:
+            decided = True
+            row += 1
+            start = now
+            ep_start[row] = now
+            ep_pos[row] = pos[i]
+            ep_index[row] = np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF))
+        e[i] = now
+        p = cfg = 0
+        if o == _MADC_RECORD:
+            p = madc_period[mi]
+            cfg = madc_cfg[mi]
             mi += 1
+            if p < min_period and ((x >> np.uint64(32)) & np.uint64(0xFFFFFF)) != 0:
+                bad_at[n_b] = i
+                bad_cfg[n_b] = cfg
+                n_b += 1
+        count, step = _issues(o, x, p, min_period, spike_n)
+        if count == 0:
+            continue
+        if not decided:  # an event before any EPISODE_START: the implicit episode
+            decided = early = True
+            row = 0
+            start = implicit_start
+            ep_start[0] = implicit_start
+            ep_pos[0] = pos[t0]
+            ep_index[0] = -1
+        last[row] = max(last[row], now)
+        if o == _CADC_SCHEDULE or o == _CADC_TRIGGER:
+            for j in range(count):
+                cadc_time[n_c] = now + j * step
+                cadc_ep[n_c] = row if j * step == 0 else -1
+                cadc_rel[n_c] = j * step + now - start
+                n_c += 1
+        elif o == _MADC_RECORD:
+            for j in range(count):
+                madc_time[n_m] = now + j * step
+                madc_ep[n_m] = row if j * step == 0 else -1
+                madc_rel[n_m] = j * step + now - start
+                madc_source[n_m] = (cfg >> 9) & 0x7
+                n_m += 1
         else:
-            for k in range(spike_n[o]):
+            for k in range(count):
                 spk_label[n_s] = np.uint16((x >> np.uint64(42 - 14 * k)) & np.uint64(0x3FFF))
-                spk_time[n_s] = t
-                spk_ep[n_s] = es
+                spk_ep[n_s] = row
+                spk_rel[n_s] = now - start
                 n_s += 1
-    if late:  # the last explicit episode started at or before the sample's time
-        for arr_t, arr_ep in ((cadc_time, cadc_ep), (madc_time, madc_ep)):
-            for j in range(arr_t.shape[0]):
-                if arr_ep[j] == -2:
-                    arr_ep[j] = _rank_right(ep_start, 1, n_es + 1, arr_t[j]) - 2
-    early = False
-    for arr_ep in (spk_ep, cadc_ep, madc_ep):
-        for j in range(arr_ep.shape[0]):
-            early = early or arr_ep[j] < 0
-    first = 1
-    if early:  # an implicit episode from the first timed instruction (it exists: an event)
-        first = 0
-        ep_start[0] = e[t0 - 1] if t0 > 0 else e0
-        ep_pos[0] = pos[t0]
-        ep_index[0] = -1
-        for arr_ep in (spk_ep, cadc_ep, madc_ep):
-            for j in range(arr_ep.shape[0]):
-                arr_ep[j] += 1
-    ep_start = ep_start[first:]
-    ep_pos = ep_pos[first:]
-    ep_index = ep_index[first:]
-    n_ep = ep_start.shape[0]
-    ep_explicit = np.ones(n_ep, np.bool_)
-    if early:
-        ep_explicit[0] = False
-    # episode ends: the next start, or HALT; never before the last event in the episode
+            continue
+        late = late or (count - 1) * step != 0
+        pend = max(pend, now + (count - 1) * step + 1)  # ADC work ends after its last sample
+    n_ep = row + 1
+    first = 1 if early else 0  # row of the first explicit episode
+    cadc_time, cadc_ep, cadc_rel = cadc_time[:n_c], cadc_ep[:n_c], cadc_rel[:n_c]
+    madc_time, madc_ep, madc_rel = madc_time[:n_m], madc_ep[:n_m], madc_rel[:n_m]
+    if late:  # the last episode started at or before the sample's time (an explicit one)
+        for times, ep, rel in ((cadc_time, cadc_ep, cadc_rel), (madc_time, madc_ep, madc_rel)):
+            for j in range(times.shape[0]):
+                if ep[j] < 0:
+                    k = _rank_right(ep_start, first, n_ep, times[j]) - 1
+                    ep[j] = k
+                    rel[j] = times[j] - ep_start[k]
+                    last[k] = max(last[k], times[j])
+    e_halt = max(now, pend)
     ep_end = np.empty(n_ep, np.int64)
     ep_next = np.empty(n_ep, np.int64)
     for k in range(n_ep):
-        ep_end[k] = ep_start[k + 1] if k + 1 < n_ep else e_halt
+        ep_end[k] = max(ep_start[k + 1] if k + 1 < n_ep else e_halt, last[k] + 1)
         ep_next[k] = ep_pos[k + 1] if k + 1 < n_ep else _FAR
-    spk_rel = np.empty(n_spk, np.int64)
-    cadc_rel = np.empty(n_cadc, np.int64)
-    madc_rel = np.empty(n_madc, np.int64)
-    for arr_t, arr_ep, rel in ((spk_time, spk_ep, spk_rel), (cadc_time, cadc_ep, cadc_rel),
-                               (madc_time, madc_ep, madc_rel)):
-        for j in range(arr_t.shape[0]):
-            k = arr_ep[j]
-            if arr_t[j] + 1 > ep_end[k]:
-                ep_end[k] = arr_t[j] + 1
-            rel[j] = arr_t[j] - ep_start[k]
+    ep_explicit = np.ones(n_ep, np.bool_)
+    ep_explicit[:first] = False
     return ((e, now, off, pend),
-            (ep_start, ep_pos, ep_index, ep_explicit, ep_end, ep_next),
-            (spk_label, spk_time, spk_ep, spk_rel),
+            (ep_start[:n_ep], ep_pos[:n_ep], ep_index[:n_ep], ep_explicit, ep_end, ep_next),
+            (spk_label[:n_s], spk_ep[:n_s], spk_rel[:n_s]),
             (cadc_time, cadc_ep, cadc_rel),
-            (madc_time, madc_ep, madc_rel, madc_source),
-            (past_at, reset_at, bad_at, bad_cfg))
+            (madc_time, madc_ep, madc_rel, madc_source[:n_m]),
+            (past_at[:n_p], reset_at[:n_r], bad_at[:n_b], bad_cfg[:n_b]))
 
 
 @_jit
@@ -351,21 +345,22 @@ def event_seq(e, pos_end, times, ep, ep_pos, ep_next, out):  # noqa: ANN001, ANN
     """out[j]: sort position of an event at elapsed times[j] in episode ep[j] (executor
     _async_seq's twin): 2 * (position of the first instruction executed after it) - 1, clipped
     into the episode's odd positions. pos_end: instruction positions and the end position.
-    A time not below the previous one walks on from its position (events come in time order),
-    any other is found by bisection."""
+    A time not below the previous one gallops on from its position (events come in time
+    order, a few instructions apart), any other is found by bisection."""
     n = e.shape[0]
     p = 0
     for j in range(times.shape[0]):
         t = times[j]
-        if j and t >= times[j - 1]:
-            while p < n and e[p] <= t:
-                p += 1
+        if j and t >= times[j - 1]:  # e[:p] <= t: the first e above t lies at p or after
+            step = 1
+            while p + step <= n and e[p + step - 1] <= t:
+                p += step
+                step *= 2
+            p = _rank_right(e, p, min(p + step, n), t)
         else:
             p = _rank_right(e, 0, n, t)
-        s = 2 * pos_end[p] - 1
-        k = ep[j]
-        s = max(s, 2 * ep_pos[k] + 1)
-        out[j] = min(s, 2 * ep_next[k] - 1)
+        s = max(2 * pos_end[p] - 1, 2 * ep_pos[ep[j]] + 1)
+        out[j] = min(s, 2 * ep_next[ep[j]] - 1)
 
 
 @_jit

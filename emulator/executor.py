@@ -222,12 +222,18 @@ class _Run:
         w = self.words
         n = w.size
         if exec_kernels.use() and OPCODE_SHIFT == 56:  # every check in one pass
-            self.nd, self.ndop, run = (np.empty(n, np.int64) for _ in range(3))
-            self.ndw = np.empty(n, _U64)
+            op = np.empty(n, np.uint8)
             self.hist = np.zeros(256, np.int64)
-            k, bad, short, missing, stray, halt = exec_kernels.program_scan(
-                w, _KNOWN, _RESERVED, _SYSTEM_OK, self.nd, self.ndop, self.ndw, run, self.hist)
-            self.nd, self.ndop, self.ndw, run = self.nd[:k], self.ndop[:k], self.ndw[:k], run[:k]
+            bad, halt, n_cadc, n_madc = exec_kernels.program_scan(w, _KNOWN, _RESERVED,
+                                                                  _SYSTEM_OK, op, self.hist)
+            self.bounds = _event_bounds(self.hist, n_cadc, n_madc)
+            if self.hist[[Instr.DATA, Instr.WRITE, Instr.WRITE_BLOCK]].any():
+                nd, ndop, ndw = np.empty(n, np.int64), np.empty(n, np.uint8), np.empty(n, _U64)
+                k, short, missing, stray = exec_kernels.compact(w, op, nd, ndop, ndw)
+                self.nd, self.ndop, self.ndw = nd[:k], ndop[:k], ndw[:k]
+            else:  # no DATA words, none needed: every word is an instruction
+                short = missing = stray = -1
+                self.nd, self.ndop, self.ndw = np.arange(n), op, w
         else:
             bad, short, missing, stray, halt = self._scan()
         # candidate errors: (detected at, stop index, code, info16, info32). The one a streaming
@@ -260,9 +266,10 @@ class _Run:
         return halt_at, HALT_OK, None
 
     def _scan(self) -> tuple[int, int, int, int, int]:
-        """exec_kernels.program_scan's numpy twin: sets nd, ndop, ndw (the words that are not
-        DATA) and hist (words per opcode); returns (first bad word, first short write (index
-        into nd), the word it misses, first stray DATA word, first good HALT), -1: none."""
+        """exec_kernels.program_scan and compact's numpy twin: sets nd, ndop, ndw (the words
+        that are not DATA) and hist (words per opcode); returns (first bad word, first
+        short write (index into nd), the word it misses, first stray DATA word, first good
+        HALT), -1: none."""
         w = self.words
         n = w.size
         op = (w >> _U64(OPCODE_SHIFT)).view(np.int64)  # < 256: the bits are the value
@@ -321,12 +328,13 @@ class _Run:
             period, cfg = self._madc_config_at(self.I[op == Instr.MADC_RECORD])
         ((self.e, now, off, pend), ep, spk, cadc, madc,
          (self.past_at, self.reset_at, self.bad_madc_at, self.bad_madc_cfg)) = exec_kernels.events(
-            self.I, op, self.w_i, self.ex.timer, period, cfg, MADC_MIN_PERIOD, _SPIKE_N, _TIMED)
+            self.I, op, self.w_i, self.ex.timer, period, cfg, MADC_MIN_PERIOD, _SPIKE_N, _TIMED,
+            self.bounds)
         self.e_halt = max(now, pend)
         self.off_halt = off
         (self.ep_start, self.ep_pos, self.ep_index, self.ep_explicit, self.ep_end,
          self.ep_next_pos) = ep
-        self.spk_label, self.spk_time, self.spk_ep, self.spk_rel = spk
+        self.spk_label, self.spk_ep, self.spk_rel = spk
         self.cadc_time, self.cadc_ep, self.cadc_rel = cadc
         self.madc_time, self.madc_ep, self.madc_rel, self.madc_source = madc
         self.n_episodes = self.ep_start.size
@@ -818,9 +826,16 @@ class _Run:
         return out
 
 
+def _event_bounds(hist: np.ndarray, n_cadc: int, n_madc: int) -> np.ndarray:
+    """At least as many (spikes, CADC samples, MADC samples, EPISODE_STARTs, WAIT_UNTILs,
+    TIMER_RESETs) as a program with `hist` words per opcode executes (exec_kernels.events)."""
+    return np.array([int(_SPIKE_N @ hist), n_cadc, n_madc, hist[Instr.EPISODE_START],
+                     hist[Instr.WAIT_UNTIL], hist[Instr.TIMER_RESET]], np.int64)
+
+
 def _local(ep: np.ndarray, g0: int) -> np.ndarray:
     """Episode rows of a group starting at row g0, as the core takes them (i32)."""
-    return (ep - g0 if g0 else ep).astype(np.int32)
+    return (ep - g0 if g0 else ep).astype(np.int32, copy=False)
 
 
 _NONE = -(1 << 62)  # "no candidate" in elapsed-time maxima
