@@ -107,9 +107,12 @@ def data_frame_parts(channel: int, flags: int, seq: int, ack: int, window: int,
     """encode_frame_parts(Frame(FrameType.DATA, channel, flags, seq, ack, window, payload)) for
     a sender that keeps every field in range itself (protocol.link: channel 0..255, flags 0 or
     END_OF_MESSAGE, seq / ack / window < 2^16, payload <= FRAME_MAX_PAYLOAD): the same bytes
-    without building and checking a Frame for each of the many frames of a long message."""
-    head = _HEADER.pack(FRAME_MAGIC, PROTOCOL_VERSION, _DATA, channel, flags, seq, ack, window,
-                        len(payload))
+    without building and checking a Frame for each of the many frames of a long message. The
+    payload length is still checked (Link.max_payload is a public attribute)."""
+    n = len(payload)
+    if n > FRAME_MAX_PAYLOAD:
+        raise FrameError("frame payload too long", expected=f"<= {FRAME_MAX_PAYLOAD}", got=n)
+    head = _HEADER.pack(FRAME_MAGIC, PROTOCOL_VERSION, _DATA, channel, flags, seq, ack, window, n)
     return head, payload, _CRC.pack(_crc32(payload, _crc32(head)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,3 +23,15 @@ def test_data_frame_parts_equal_encode_frame_parts(channel, flags, seq, ack, win
     wire = b"".join(got)
     assert wire == encode_frame(frame)
     assert FrameDecoder().feed(wire) == [frame]
+
+
+def test_an_oversized_payload_is_refused_as_by_encode_frame_parts():
+    from protocol.errors import FrameError
+    from protocol.wire import FRAME_MAX_PAYLOAD
+
+    payload = bytes(FRAME_MAX_PAYLOAD + 1)
+    with pytest.raises(FrameError) as want:
+        encode_frame_parts(Frame(FrameType.DATA, 1, 0, 0, 0, 1, payload))
+    with pytest.raises(FrameError) as got:
+        data_frame_parts(1, 0, 0, 0, 1, payload)
+    assert str(got.value) == str(want.value)
