@@ -1,7 +1,8 @@
-"""Compiled (numba) loops of the playback executor: scans that numpy can only express as many
-whole-array passes (a running maximum with resets and barrier floors; CADC blocks written
-straight into the trace). Each has a numpy twin in executor.py that runs where numba is not
-installed; tests run both and compare.
+"""Compiled (numba) passes of the playback executor: sequential scans that numpy can only
+express as many whole-array passes (word checks, the playback timer with resets and barriers,
+events and their episodes, trace records merged in time order, CADC blocks written straight
+into the trace). Each has a numpy twin in executor.py that runs where numba is not installed
+(or exec_kernels.ENABLED is off); tests run both and compare.
 """
 
 from __future__ import annotations
@@ -11,66 +12,11 @@ import numpy as np
 from protocol.wire import Instr, Rec
 
 try:
-    from llvmlite import ir as _ir
-    from numba import njit, types
-    from numba.core import cgutils
-    from numba.extending import intrinsic
+    from numba import njit
 except ImportError:  # pragma: no cover - numba is a declared dependency
     AVAILABLE = False
 else:
     AVAILABLE = True
-
-if AVAILABLE:
-    @intrinsic
-    def _load_u64(typingctx, arr, idx):  # noqa: ANN001, ANN202, ARG001
-        """The 8 bytes arr[idx:idx + 8] of a uint8 array as one little-endian u64 (an unaligned
-        load; the caller keeps idx + 8 within the array)."""
-        if not (isinstance(arr, types.Array) and arr.dtype == types.uint8):
-            return None
-
-        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-            aryty = signature.args[0]
-            ary = context.make_array(aryty)(context, builder, args[0])
-            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
-                                           wraparound=False)
-            i64p = _ir.IntType(64).as_pointer()
-            val = builder.load(builder.bitcast(ptr, i64p), align=1)
-            return val
-
-        return types.uint64(arr, idx), codegen
-else:  # pragma: no cover
-    def _load_u64(arr, idx):  # noqa: ANN001, ANN202
-        return np.frombuffer(arr[idx:idx + 8].tobytes(), "<u8")[0]
-
-
-def _jit(fn):  # noqa: ANN001, ANN202
-    return njit(cache=True, nogil=True, boundscheck=False)(fn) if AVAILABLE else fn
-
-
-@_jit
-def cadc_blocks(out, at, samples, rows, head):  # noqa: ANN001, ANN201
-    """out[at[r] + k] = the k-th CADC_DATA word of samples[rows[r]] (out: u64 words, little
-    endian host): channel 7k + j in byte j, unused bytes zero, `head` (opcode) in byte 7
-    (executor._pack_cadc for 7 samples per word, written straight into the trace instead of
-    packed, then scattered). Each full word is one unaligned 8-byte load of its 7 samples (and
-    the next one's, masked off) or'ed with the opcode: one load and one store per word."""
-    n_ch = samples.shape[1]
-    full = n_ch // 7
-    # the last full word's load may reach past the row by up to one byte: done bytewise
-    safe = full if 7 * full + 1 <= n_ch else full - 1
-    hi = np.uint64(head) << np.uint64(56)
-    for r in range(rows.shape[0]):
-        s = samples[rows[r]]
-        base = at[r]
-        for k in range(safe):
-            out[base + k] = (_load_u64(s, 7 * k) & _M56) | hi
-        for k in range(safe, (n_ch + 6) // 7):
-            w = hi
-            for j in range(7):
-                if 7 * k + j < n_ch:
-                    w |= np.uint64(s[7 * k + j]) << np.uint64(8 * j)
-            out[base + k] = w
-
 
 _M32 = (1 << 32) - 1
 _M42 = np.uint64((1 << 42) - 1)
@@ -91,6 +37,39 @@ _MADC_RECORD = int(Instr.MADC_RECORD)
 _TIME_SYNC = np.uint64(int(Rec.TIME_SYNC))
 _FAR = np.iinfo(np.int64).max // 4  # next-episode position of the last episode
 _NEVER = np.iinfo(np.int64).min  # latest event of an episode without any
+
+
+def _jit(fn):  # noqa: ANN001, ANN202
+    return njit(cache=True, nogil=True, boundscheck=False)(fn) if AVAILABLE else fn
+
+
+@_jit
+def cadc_blocks(out, at, s64, rows, head):  # noqa: ANN001, ANN201
+    """out[at[r] + k] = the k-th CADC_DATA word of sample row rows[r] (executor._pack_cadc's
+    twin for 512 channels, 7 a word, written straight into the trace): channel 7 k + j in byte
+    j, unused bytes zero, `head` (opcode) in byte 7. s64: the [C, 512] u8 samples viewed as
+    [C, 64] little-endian u64 words; every 7 of them hold the 56 bytes of 8 trace words, cut
+    out with shifts (aligned loads, no byte loop)."""
+    hi = np.uint64(head) << np.uint64(56)
+    for r in range(rows.shape[0]):
+        src = s64[rows[r]]
+        b = at[r]
+        for g in range(9):  # trace words 8 g .. 8 g + 7: bytes 56 g .. 56 g + 55
+            i = 7 * g
+            a0, a1, a2, a3 = src[i], src[i + 1], src[i + 2], src[i + 3]
+            a4, a5, a6 = src[i + 4], src[i + 5], src[i + 6]
+            o = b + 8 * g
+            out[o] = a0 & _M56 | hi
+            out[o + 1] = (a0 >> np.uint64(56) | a1 << np.uint64(8)) & _M56 | hi
+            out[o + 2] = (a1 >> np.uint64(48) | a2 << np.uint64(16)) & _M56 | hi
+            out[o + 3] = (a2 >> np.uint64(40) | a3 << np.uint64(24)) & _M56 | hi
+            out[o + 4] = (a3 >> np.uint64(32) | a4 << np.uint64(32)) & _M56 | hi
+            out[o + 5] = (a4 >> np.uint64(24) | a5 << np.uint64(40)) & _M56 | hi
+            out[o + 6] = (a5 >> np.uint64(16) | a6 << np.uint64(48)) & _M56 | hi
+            out[o + 7] = a6 >> np.uint64(8) | hi
+        last = src[63]  # bytes 504..511: channels 504..510, then 511 alone
+        out[b + 72] = last & _M56 | hi
+        out[b + 73] = last >> np.uint64(56) | hi
 
 
 @_jit

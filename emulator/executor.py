@@ -1040,11 +1040,14 @@ def _put_cadc(out: np.ndarray, at: np.ndarray, samples: np.ndarray, rows: np.nda
     """out[at[r]:at[r] + CADC_DATA_WORDS] = the CADC_DATA words of samples[rows[r]]; split: a
     second core is free (the analog core's last run had workers), a long trace's blocks go in
     two halves at once."""
-    if exec_kernels.use() and sys.byteorder == "little" and CADC_SAMPLES_PER_WORD == 7:
+    if (exec_kernels.use() and sys.byteorder == "little" and CADC_SAMPLES_PER_WORD == 7
+            and CADC_CHANNELS == 512):
         # straight into the trace's words; two halves at once (the kernel releases the GIL;
         # disjoint words: the same bytes)
         at = np.ascontiguousarray(at, np.int64)
-        samples = np.ascontiguousarray(samples)
+        s64 = np.ascontiguousarray(samples, np.uint8).view("<u8")  # rows of 64 LE words
+        if not s64.flags.aligned:  # (a view at an odd offset: its aligned copy)
+            s64 = s64.copy()
         rows = np.ascontiguousarray(rows, np.int64)
         head = np.uint8(Rec.CADC_DATA)
         half = rows.size // 2 if split and rows.size >= PARALLEL_CADC_BLOCKS else 0
@@ -1052,14 +1055,14 @@ def _put_cadc(out: np.ndarray, at: np.ndarray, samples: np.ndarray, rows: np.nda
             global _pack_pool
             if _pack_pool is None:
                 _pack_pool = ThreadPoolExecutor(1, thread_name_prefix="cadc-pack")
-            fut = _pack_pool.submit(exec_kernels.cadc_blocks, out, at[half:], samples,
+            fut = _pack_pool.submit(exec_kernels.cadc_blocks, out, at[half:], s64,
                                     rows[half:], head)
             try:
-                exec_kernels.cadc_blocks(out, at[:half], samples, rows[:half], head)
+                exec_kernels.cadc_blocks(out, at[:half], s64, rows[:half], head)
             finally:
                 fut.result()
             return
-        exec_kernels.cadc_blocks(out, at, samples, rows, head)
+        exec_kernels.cadc_blocks(out, at, s64, rows, head)
         return
     out[at[:, None] + np.arange(CADC_DATA_WORDS)] = _pack_cadc(samples[rows])
 

@@ -214,3 +214,23 @@ def test_trace_layout_puts_syncs_and_blocks() -> None:
     # sync(reset), EPISODE at timer 4, SPIKE at big - 4, then epoch 1: SYNC, CADC_HEAD, HALT
     assert kinds == [Rec.TIME_SYNC, Rec.EPISODE, Rec.SPIKE, Rec.TIME_SYNC, Rec.CADC_HEAD,
                      Rec.HALT]
+
+
+def test_cadc_blocks_of_unaligned_samples() -> None:
+    """Samples at an odd byte offset (a view into a message) pack like aligned ones."""
+    from emulator import executor as mod
+
+    rng = np.random.default_rng(8)
+    raw = rng.integers(0, 256, 3 + 5 * 512, dtype=np.uint8).tobytes()
+    samples = np.frombuffer(raw, np.uint8, count=5 * 512, offset=3).reshape(5, 512)
+    rows = np.array([4, 0, 2])
+    at = np.array([1, 80, 160])
+    outs = []
+    for enabled in (True, False):
+        out = np.zeros(240, np.uint64)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(exec_kernels, "ENABLED", enabled)
+            mod._put_cadc(out, at, samples, rows)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert int(outs[0][1 + 73]) == (int(Rec.CADC_DATA) << 56 | int(samples[4, 511]))
