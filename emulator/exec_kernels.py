@@ -73,12 +73,14 @@ def cadc_blocks(out, at, s64, rows, head):  # noqa: ANN001, ANN201
 
 
 @_jit
-def program_scan(w, known, reserved, sys_ok, op, hist):  # noqa: ANN001, ANN201
+def program_scan(w, known, reserved, sys_ok, spike_n, op, hist):  # noqa: ANN001, ANN201
     """One pass over the program words: opcode op of each, words per opcode hist, and (first
-    bad word, first good HALT, CADC samples, MADC samples the words ask for), -1 where there is
-    no such word (executor._scan's twin with compact()). A word is bad with an unknown opcode,
-    a reserved payload bit set, a count of 0, an address range past 2^32, a CADC_SCHEDULE of 0
-    samples or an unknown system op."""
+    bad word, first good HALT), -1 where there is none, and the events' bounds for events():
+    at least as many (spikes, CADC samples, MADC samples, EPISODE_STARTs, WAIT_UNTILs,
+    TIMER_RESETs) as the program has (spike_n: spikes a word of each opcode carries).
+    executor._scan's twin with compact(). A word is bad with an unknown opcode, a reserved
+    payload bit set, a count of 0, an address range past 2^32, a CADC_SCHEDULE of 0 samples or
+    an unknown system op."""
     first_bad = halt = -1
     n_cadc = n_madc = 0
     for i in range(w.shape[0]):
@@ -106,7 +108,15 @@ def program_scan(w, known, reserved, sys_ok, op, hist):  # noqa: ANN001, ANN201
                 halt = i
         if bad and first_bad < 0:
             first_bad = i
-    return first_bad, halt, n_cadc, n_madc
+    bounds = np.zeros(6, np.int64)
+    for o in range(256):
+        bounds[0] += spike_n[o] * hist[o]
+    bounds[1] = n_cadc
+    bounds[2] = n_madc
+    bounds[3] = hist[_EPISODE_START]
+    bounds[4] = hist[_WAIT_UNTIL]
+    bounds[5] = hist[_TIMER_RESET]
+    return first_bad, halt, bounds
 
 
 @_jit
@@ -155,10 +165,9 @@ def _rank_right(a, lo, hi, x):  # noqa: ANN001, ANN202
 
 
 @_jit
-def _issues(o, x, p, min_period, spike_n):  # noqa: ANN001, ANN202
-    """(events, sample interval) of an instruction (opcode o, word x; p: the MADC period in
-    force at an MADC_RECORD): spikes of SPIKEn, samples of an ADC instruction (a bad MADC_RECORD,
-    its period below min_period, takes none)."""
+def _samples(o, x, p, min_period):  # noqa: ANN001, ANN202
+    """(samples, interval) of an ADC instruction (opcode o, word x; p: the MADC period in force
+    at an MADC_RECORD, which takes none with a period below min_period); (0, 0) for others."""
     if o == _CADC_SCHEDULE:
         return np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF)), np.int64(x & _M42)
     if o == _CADC_TRIGGER:
@@ -166,7 +175,7 @@ def _issues(o, x, p, min_period, spike_n):  # noqa: ANN001, ANN202
     if o == _MADC_RECORD:
         mn = np.int64((x >> np.uint64(32)) & np.uint64(0xFFFFFF))
         return (np.int64(0) if p < min_period and mn > 0 else mn), np.int64(p)
-    return np.int64(spike_n[o]), np.int64(0)
+    return np.int64(0), np.int64(0)
 
 
 @_jit
@@ -226,7 +235,7 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
         if t0 < 0 and timed_op[o]:
             t0 = i
             implicit_start = now
-        if o == _WAIT_UNTIL:
+        if o == _WAIT_UNTIL:  # (most words are waits and spikes: their paths first)
             tgt = off + np.int64(x & _M56)
             if tgt < now:
                 past_at[n_p] = i
@@ -234,6 +243,24 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
             else:
                 now = tgt
             e[i] = now
+            continue
+        e[i] = now
+        count = spike_n[o]
+        if count:
+            if not decided:  # a spike before any EPISODE_START: the implicit episode
+                decided = early = True
+                row = 0
+                start = implicit_start
+                ep_start[0] = implicit_start
+                ep_pos[0] = pos[t0]
+                ep_index[0] = -1
+            last[row] = now
+            rel = now - start
+            for k in range(count):
+                spk_label[n_s] = np.uint16((x >> np.uint64(42 - 14 * k)) & np.uint64(0x3FFF))
+                spk_ep[n_s] = row
+                spk_rel[n_s] = rel
+                n_s += 1
             continue
         if o == _TIMER_RESET:
             off = now
@@ -249,6 +276,8 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
             ep_pos[row] = pos[i]
             ep_index[row] = np.int64((x >> np.uint64(42)) & np.uint64(0x3FFF))
         e[i] = now
+        if o < _CADC_TRIGGER or o > _MADC_RECORD:  # no ADC samples either
+            continue
         p = cfg = 0
         if o == _MADC_RECORD:
             p = madc_period[mi]
@@ -258,17 +287,17 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
                 bad_at[n_b] = i
                 bad_cfg[n_b] = cfg
                 n_b += 1
-        count, step = _issues(o, x, p, min_period, spike_n)
+        count, step = _samples(o, x, p, min_period)
         if count == 0:
             continue
-        if not decided:  # an event before any EPISODE_START: the implicit episode
+        if not decided:  # a sample before any EPISODE_START: the implicit episode
             decided = early = True
             row = 0
             start = implicit_start
             ep_start[0] = implicit_start
             ep_pos[0] = pos[t0]
             ep_index[0] = -1
-        last[row] = max(last[row], now)
+        last[row] = now  # (now only grows: the latest event so far)
         if o == _CADC_SCHEDULE or o == _CADC_TRIGGER:
             for j in range(count):
                 cadc_time[n_c] = now + j * step
@@ -282,13 +311,6 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
                 madc_rel[n_m] = j * step + now - start
                 madc_source[n_m] = (cfg >> 9) & 0x7
                 n_m += 1
-        else:
-            for k in range(count):
-                spk_label[n_s] = np.uint16((x >> np.uint64(42 - 14 * k)) & np.uint64(0x3FFF))
-                spk_ep[n_s] = row
-                spk_rel[n_s] = now - start
-                n_s += 1
-            continue
         late = late or (count - 1) * step != 0
         pend = max(pend, now + (count - 1) * step + 1)  # ADC work ends after its last sample
     n_ep = row + 1
@@ -320,12 +342,12 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
 
 
 @_jit
-def event_seq(e, pos_end, times, ep, ep_pos, ep_next, out):  # noqa: ANN001, ANN201
+def event_seq(e, pos, end, times, ep, ep_pos, ep_next, out):  # noqa: ANN001, ANN201
     """out[j]: sort position of an event at elapsed times[j] in episode ep[j] (executor
-    _async_seq's twin): 2 * (position of the first instruction executed after it) - 1, clipped
-    into the episode's odd positions. pos_end: instruction positions and the end position.
-    A time not below the previous one gallops on from its position (events come in time
-    order, a few instructions apart), any other is found by bisection."""
+    _async_seq's twin): 2 * (position of the first instruction executed after it; `end` after
+    the last of the instructions at positions pos, times e) - 1, clipped into the episode's odd
+    positions. A time not below the previous one gallops on from its position (events come in
+    time order, a few instructions apart), any other is found by bisection."""
     n = e.shape[0]
     p = 0
     for j in range(times.shape[0]):
@@ -338,7 +360,7 @@ def event_seq(e, pos_end, times, ep, ep_pos, ep_next, out):  # noqa: ANN001, ANN
             p = _rank_right(e, p, min(p + step, n), t)
         else:
             p = _rank_right(e, 0, n, t)
-        s = max(2 * pos_end[p] - 1, 2 * ep_pos[ep[j]] + 1)
+        s = max(2 * (pos[p] if p < n else end) - 1, 2 * ep_pos[ep[j]] + 1)
         out[j] = min(s, 2 * ep_next[ep[j]] - 1)
 
 

@@ -111,6 +111,7 @@ _SPLITTING_SYSTEM_OPS = {int(SystemOp.CHIP_RESET), int(SystemOp.CLEAR_SPIKE_COUN
 _READOUT_BLOCKS = [int(Block.CADC_OFFSET), int(Block.MADC_CONFIG)]
 _CADC_BLOCK = 1 + CADC_DATA_WORDS
 _U64 = np.uint64
+_LAST = np.iinfo(np.int64).max  # sort position of HALT (and the stop error before it)
 
 
 def _rec(kind: Rec) -> int:
@@ -207,7 +208,6 @@ class _Run:
         self.truncated_bytes = truncated_bytes
         self.rec = _Records()
         self.n_errors = 0
-        self._i_end: np.ndarray | None = None  # I with `end` appended (_async_seq)
         self._cadc_wait = None  # the core's CADC codes still being written (run_deferred)
 
     # ------------------------------------------------------------------ structure
@@ -224,10 +224,10 @@ class _Run:
         if exec_kernels.use() and OPCODE_SHIFT == 56:  # every check in one pass
             op = np.empty(n, np.uint8)
             self.hist = np.zeros(256, np.int64)
-            bad, halt, n_cadc, n_madc = exec_kernels.program_scan(w, _KNOWN, _RESERVED,
-                                                                  _SYSTEM_OK, op, self.hist)
-            self.bounds = _event_bounds(self.hist, n_cadc, n_madc)
-            if self.hist[[Instr.DATA, Instr.WRITE, Instr.WRITE_BLOCK]].any():
+            bad, halt, self.bounds = exec_kernels.program_scan(
+                w, _KNOWN, _RESERVED, _SYSTEM_OK, _SPIKE_N, op, self.hist)
+            h = self.hist
+            if h[Instr.DATA] or h[Instr.WRITE] or h[Instr.WRITE_BLOCK]:
                 nd, ndop, ndw = np.empty(n, np.int64), np.empty(n, np.uint8), np.empty(n, _U64)
                 k, short, missing, stray = exec_kernels.compact(w, op, nd, ndop, ndw)
                 self.nd, self.ndop, self.ndw = nd[:k], ndop[:k], ndw[:k]
@@ -693,14 +693,12 @@ class _Run:
         """Sort position of an event at elapsed `times` in episode row `ep`: after every
         instruction executed at or before it, but inside its episode (odd: never ties with an
         instruction's own records, which sort at 2 * word index)."""
-        if self._i_end is None:
-            self._i_end = np.append(self.I, self.end)
         if exec_kernels.use():  # a walk along the instructions (events come in time order)
             out = np.empty(times.size, np.int64)
-            exec_kernels.event_seq(self.e, self._i_end, times, ep, self.ep_pos,
+            exec_kernels.event_seq(self.e, self.I, self.end, times, ep, self.ep_pos,
                                    self.ep_next_pos, out)
             return out
-        pos = self._i_end[np.searchsorted(self.e, times, side="right")]
+        pos = np.append(self.I, self.end)[np.searchsorted(self.e, times, side="right")]
         return np.clip(2 * pos - 1, 2 * self.ep_pos[ep] + 1, 2 * self.ep_next_pos[ep] - 1)
 
     def _error(self, code: int, info16, info32, elapsed, seq, sub=0) -> None:
@@ -784,8 +782,7 @@ class _Run:
         """The trace: every record and HALT in time order, with the playback timer, TIME_SYNCs
         where the 42-bit epoch changes, and the CADC samples after their heads."""
         rec = self.rec
-        big = np.iinfo(np.int64).max
-        rec.add(self.e_halt, big, 0, _rec(Rec.HALT) | (status << 42), timed=True)
+        rec.add(self.e_halt, _LAST, 0, _rec(Rec.HALT) | (status << 42), timed=True)
         cols = [np.concatenate(c) for c in (rec.elapsed, rec.seq, rec.sub, rec.word, rec.timed,
                                             rec.cadc_row)]
         if exec_kernels.use():  # sort, timer, syncs and layout in two passes
@@ -816,7 +813,7 @@ class _Run:
         self._collect()
         if stop_err is not None:
             code, info16, info32 = stop_err
-            self._error(code, info16, info32, self.e_halt, np.iinfo(np.int64).max - 1)
+            self._error(code, info16, info32, self.e_halt, _LAST - 1)
         if status == HALT_OK and self.n_errors:
             status = HALT_ERRORS
         out = self._assemble(status)
@@ -824,13 +821,6 @@ class _Run:
                              core_runs=self.core_runs, errors=self.n_errors, status=status,
                              trace_words=out.size)
         return out
-
-
-def _event_bounds(hist: np.ndarray, n_cadc: int, n_madc: int) -> np.ndarray:
-    """At least as many (spikes, CADC samples, MADC samples, EPISODE_STARTs, WAIT_UNTILs,
-    TIMER_RESETs) as a program with `hist` words per opcode executes (exec_kernels.events)."""
-    return np.array([int(_SPIKE_N @ hist), n_cadc, n_madc, hist[Instr.EPISODE_START],
-                     hist[Instr.WAIT_UNTIL], hist[Instr.TIMER_RESET]], np.int64)
 
 
 def _local(ep: np.ndarray, g0: int) -> np.ndarray:

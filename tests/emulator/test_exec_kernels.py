@@ -175,7 +175,7 @@ def test_event_seq_walk_equals_searchsorted(e, times, sort) -> None:
     ep = np.zeros(t.size, np.int64)
     lo, hi = np.array([2], np.int64), np.array([e_a.size * 2], np.int64)
     out = np.empty(t.size, np.int64)
-    exec_kernels.event_seq(e_a, pos_end, t, ep, lo, hi, out)
+    exec_kernels.event_seq(e_a, pos_end[:-1], int(pos_end[-1]), t, ep, lo, hi, out)
     want = np.clip(2 * pos_end[np.searchsorted(e_a, t, side="right")] - 1, 5, 4 * e_a.size - 1)
     np.testing.assert_array_equal(out, want)
 
