@@ -457,9 +457,10 @@ class Program:
             add(start + m_start, np.repeat(ins.madc_record(m_n), n), 2)
             madc_ticks = (m_start, m_n)
         spike_t = spike_lab = None  # absolute times and labels of the block's input spikes
+        ordered = False  # whether spike_t never decreases
         if spikes is not None:
             s = spikes if isinstance(spikes, SpikeInput) else SpikeInput(*spikes)
-            spike_t, spike_lab = _checked_spikes(s, unit, n, dur, start)
+            spike_t, spike_lab, ordered = _checked_spikes(s, unit, n, dur, start)
         if spikes is not None and spike_t is None:  # the numpy checks: they name what is wrong
             se = _episode_index("spikes", s.episode, n)
             st = np.asarray(to_ticks(s.time, unit), np.int64).reshape(-1)
@@ -480,7 +481,7 @@ class Program:
                 spike_t, spike_lab = start[se] + st, sl.astype(np.int64)
 
         if spike_t is not None and COMPILED:
-            out = _layout_compiled(times, prios, words, spike_t, spike_lab, end)
+            out = _layout_compiled(times, prios, words, spike_t, spike_lab, ordered, end)
         else:
             if spike_t is not None:
                 order = _order_by(spike_t, spike_lab, LABEL_MASK + 1)
@@ -585,26 +586,30 @@ def _order_by(major: np.ndarray, minor: np.ndarray, n_minor: int) -> np.ndarray:
 _WAIT_OP = np.uint64(int(Instr.WAIT_UNTIL) << OPCODE_SHIFT)
 
 
+_NO_SPIKES = (None, None, False)
+
+
 def _checked_spikes(s: SpikeInput, unit: str, n: int, dur: int,
-                    start: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(start[episode] + time, label) of int64 spike arrays (our own copies) checked in one
-    compiled pass, where every spike lies in its episode and every label in range; (None, None)
-    otherwise, or for other dtypes or no spikes: episodes() then checks them with numpy and
-    names the first bad one."""
+                    start: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
+    """(start[episode] + time, label, whether those times never decrease) of int64 spike
+    arrays (our own copies), checked in one compiled pass, where every spike lies in its episode
+    and every label in range; (None, None, False) otherwise, or for other dtypes or no spikes:
+    episodes() then checks them with numpy and names the first bad one."""
     if not COMPILED:
-        return None, None
+        return _NO_SPIKES
     e, t, lab = (np.asarray(x).reshape(-1) for x in (s.episode, s.time, s.label))
     if not (e.dtype == lab.dtype == np.int64 and e.size == t.size == lab.size and e.size):
-        return None, None
+        return _NO_SPIKES
     if unit == "us" and t.dtype.kind in "iuf":
         t = np.asarray(to_ticks(t, unit), np.int64)  # (cannot fail for these dtypes)
     elif unit != "ticks" or t.dtype != np.int64:
-        return None, None
+        return _NO_SPIKES
     spike_t = np.empty(t.size, np.int64)
     spike_lab = np.empty(t.size, np.int64)
-    if not _spike_times(e, t, lab, start, n, dur, LABEL_MASK, spike_t, spike_lab):
-        return None, None
-    return spike_t, spike_lab
+    status = _spike_times(e, t, lab, start, n, dur, LABEL_MASK, spike_t, spike_lab)
+    if status == 0:
+        return _NO_SPIKES
+    return spike_t, spike_lab, status == 2
 
 
 def _layout(times: list[np.ndarray], prios: list[np.ndarray], words: list[np.ndarray],
@@ -628,17 +633,18 @@ def _layout(times: list[np.ndarray], prios: list[np.ndarray], words: list[np.nda
 
 
 def _layout_compiled(times: list[np.ndarray], prios: list[np.ndarray], words: list[np.ndarray],
-                     spike_t: np.ndarray, spike_lab: np.ndarray, end: int) -> np.ndarray:
+                     spike_t: np.ndarray, spike_lab: np.ndarray, ordered: bool,
+                     end: int) -> np.ndarray:
     """_layout with the block's input spikes (absolute times, labels: not yet sorted or packed;
     spike_lab is sorted in place) merged in by a compiled pass, which packs them as spike_packs
-    does: the words of `_layout(times + packs, ...)`. The other words (a few per episode) are
-    ordered by numpy."""
+    does: the words of `_layout(times + packs, ...)`. ordered: spike_t never decreases (else
+    the spikes are sorted first). The other words (a few per episode) are ordered by numpy."""
     t = np.concatenate(times)
     w = np.concatenate(words)
     order = _order_by(t, np.concatenate(prios), 4)
     t, w = t[order], w[order]
-    lab = spike_lab  # (the caller's own array: sorted in place)
-    if not _sort_runs(spike_t, lab):  # not in time order: the rare caller
+    lab = spike_lab  # (the caller's own array)
+    if not ordered:  # not in time order: the rare caller
         order = _order_by(spike_t, lab, LABEL_MASK + 1)
         spike_t, lab = spike_t[order], lab[order]
     out = np.empty(2 * (t.size + spike_t.size) + 1, np.uint64)
@@ -650,43 +656,21 @@ COMPILED = NUMBA  # the spike passes below run compiled (numba loads at their fi
 @LazyJit
 def _spike_times(e, t, lab, start, n, dur, label_max, t_abs, lab_out):  # noqa: ANN001, ANN202, PLR0913
     """t_abs = start[e] + t and lab_out = lab if every episode is in 0..n-1, every time in
-    0..dur-1 and every label in 0..label_max; False at the first value out of range."""
+    0..dur-1 and every label in 0..label_max: returns 2 where t_abs never decreases, else 1;
+    0 at the first value out of range."""
+    ordered = True
     for i in range(e.shape[0]):
         ei = e[i]
         ti = t[i]
         li = lab[i]
         if ei < 0 or ei >= n or ti < 0 or ti >= dur or li < 0 or li > label_max:
-            return False
-        t_abs[i] = start[ei] + ti
+            return 0
+        ta = start[ei] + ti
+        if i and ta < t_abs[i - 1]:
+            ordered = False
+        t_abs[i] = ta
         lab_out[i] = li
-    return True
-
-
-@LazyJit
-def _sort_runs(t, lab):  # noqa: ANN001, ANN202
-    """Sort lab within each run of equal t in place; False (lab untouched) unless t is
-    non-decreasing. Spikes of equal time and label are alike, so no order among them matters."""
-    n = t.shape[0]
-    for i in range(1, n):
-        if t[i] < t[i - 1]:
-            return False
-    a = 0
-    while a < n:
-        b = a + 1
-        while b < n and t[b] == t[a]:
-            b += 1
-        if b - a > 8:
-            lab[a:b] = np.sort(lab[a:b])
-        else:
-            for i in range(a + 1, b):  # insertion sort: runs are a spike or two
-                x = lab[i]
-                j = i - 1
-                while j >= a and lab[j] > x:
-                    lab[j + 1] = lab[j]
-                    j -= 1
-                lab[j + 1] = x
-        a = b
-    return True
+    return 2 if ordered else 1
 
 
 _SPIKE0 = np.uint64(int(Instr.SPIKE1) - 1)
@@ -694,15 +678,17 @@ _SPIKE0 = np.uint64(int(Instr.SPIKE1) - 1)
 
 @LazyJit
 def _merge_spikes(t, w, st, lab, end, out):  # noqa: ANN001, ANN202, PLR0913
-    """out = words w (sorted by time t) merged with the SPIKE1..4 packs of spikes (st, lab:
-    sorted by time, then label) after the words of their time, a WAIT_UNTIL before each new
-    time and one until `end`; returns the number of words. Packs as spike_packs: up to 4
-    spikes of one time each, labels at bits 42, 28, 14, 0."""
+    """out = words w (sorted by time t) merged with the SPIKE1..4 packs of spikes (st: never
+    decreasing; lab is sorted in place within each run of equal times) after the words of their
+    time, a WAIT_UNTIL before each new time and one until `end`; returns the number of words.
+    Packs as spike_packs: up to 4 spikes of one time each, labels ascending at bits 42, 28, 14,
+    0. Spikes of equal time and label are alike, so no order among them matters."""
     n_w = t.shape[0]
     n_s = st.shape[0]
     i = 0
     j = 0
     m = 0
+    run_end = 0  # end of the run of equal spike times that j is in
     last = -1
     while i < n_w or j < n_s:
         if j >= n_s or (i < n_w and t[i] <= st[j]):
@@ -711,9 +697,22 @@ def _merge_spikes(t, w, st, lab, end, out):  # noqa: ANN001, ANN202, PLR0913
             i += 1
         else:
             now = st[j]
-            k = 1
-            while k < 4 and j + k < n_s and st[j + k] == now:
-                k += 1
+            if j == run_end:  # a new time: sort the labels of its run
+                r = j + 1
+                while r < n_s and st[r] == now:
+                    r += 1
+                if r - j > 8:
+                    lab[j:r] = np.sort(lab[j:r])
+                else:
+                    for a in range(j + 1, r):  # insertion sort: runs are a spike or two
+                        x = lab[a]
+                        b = a - 1
+                        while b >= j and lab[b] > x:
+                            lab[b + 1] = lab[b]
+                            b -= 1
+                        lab[b + 1] = x
+                run_end = r
+            k = min(4, run_end - j)
             word = ((np.uint64(k) + _SPIKE0) << np.uint64(OPCODE_SHIFT)) | (
                 np.uint64(lab[j]) << np.uint64(42))
             for q in range(1, k):

@@ -138,8 +138,10 @@ def test_random_blocks_give_the_numpy_words(n, dur, gap, in_order, spikes, write
 
 def test_int64_spikes_are_checked_by_the_compiled_pass():
     s = SpikeInput(_I([1, 0, 1]), _I([5, 2, 9]), _I([7, 9, 8]))
-    t, lab = program._checked_spikes(s, "ticks", 2, 10, _I([100, 200]))
-    assert t.tolist() == [205, 102, 209] and lab.tolist() == [7, 9, 8]
+    t, lab, ordered = program._checked_spikes(s, "ticks", 2, 10, _I([100, 200]))
+    assert t.tolist() == [205, 102, 209] and lab.tolist() == [7, 9, 8] and not ordered
     assert lab is not s.label and not np.shares_memory(lab, s.label)
+    s = SpikeInput(_I([0, 0, 1]), _I([2, 2, 0]), _I([7, 9, 8]))
+    assert program._checked_spikes(s, "ticks", 2, 10, _I([100, 200]))[2]
     bad = SpikeInput(_I([1, 0, 1]), _I([5, 2, 10]), _I([7, 9, 8]))
-    assert program._checked_spikes(bad, "ticks", 2, 10, _I([100, 200])) == (None, None)
+    assert program._checked_spikes(bad, "ticks", 2, 10, _I([100, 200])) == (None, None, False)
