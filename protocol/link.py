@@ -341,8 +341,9 @@ class Link:
         else:
             self._partial_since = None
         messages: list[tuple[int, bytes]] = []
+        handle = self._handle
         for frame in frames:
-            self._handle(frame, now, messages)
+            handle(frame, now, messages)
         self.stats.crc_errors = dec.crc_errors
         self.stats.garbage_bytes = dec.garbage_bytes
         if self._oversized:
@@ -381,7 +382,7 @@ class Link:
         if self._state is LinkState.SYN_SENT:
             return  # left over from the previous session
         self._peer_window = max(1, f.window)
-        self._on_ack(f.ack, pure=ftype is FrameType.ACK)
+        self._on_ack(f.ack, ftype is FrameType.ACK)
         if ftype is FrameType.DATA:
             self._on_data(f, now, messages)
 
