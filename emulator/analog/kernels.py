@@ -153,6 +153,18 @@ if AVAILABLE:
     _vmax = _binary(lambda b, m, x: b.select(b.fcmp_ordered(">", x, m), x, m))
 
     @intrinsic
+    def _address(typingctx, arr):  # noqa: ANN001, ANN202, ARG001
+        """The address of arr's first element."""
+        if not isinstance(arr, types.Array):
+            return None
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            return builder.ptrtoint(ary.data, _ir.IntType(64))
+
+        return types.uint64(arr), codegen
+
+    @intrinsic
     def _vfill(typingctx, x):  # noqa: ANN001, ANN202, ARG001
         """LANES copies of the float32 x."""
         if x != types.float32:
@@ -168,6 +180,15 @@ if AVAILABLE:
 
 
 @_jit
+def _zeros(size):  # noqa: ANN001, ANN202
+    """float32 zeros [size] from a 64-byte boundary on: a vector of 16 then lies in one cache
+    line (numba aligns to 32 bytes only; a load across two lines costs twice)."""
+    buf = np.zeros(size + 16, np.float32)
+    off = (64 - _address(buf) % 64) % 64 // 4
+    return buf[off:off + size]
+
+
+@_jit
 def _stride(n):  # noqa: ANN001, ANN202
     """Row length of integrate's per-episode buffers: a whole number of LANES, and not a
     multiple of 512 bytes (a tile's rows would all fall into the same few L1 cache sets)."""
@@ -180,7 +201,7 @@ def _pad(x, npad):  # noqa: ANN001, ANN202
     """x [..., n] as a C-contiguous float32 [..., npad] (zeros beyond n)."""
     n = x.shape[-1]
     m = x.size // n if n > 0 else 0
-    out = np.zeros(x.shape[:-1] + (npad,), np.float32)
+    out = _zeros(m * npad).reshape(x.shape[:-1] + (npad,))
     if n > 0:
         src = x.reshape(m, n)
         dst = out.reshape(m, npad)
@@ -197,7 +218,7 @@ def tiles(x, n):  # noqa: ANN001, ANN201
     sources lie together, in distinct cache lines)."""
     nt = -(-n // LANES)
     m = x.size // n if n > 0 else 0
-    out = np.zeros((nt, m, LANES), np.float32)
+    out = _zeros(nt * m * LANES).reshape(nt, m, LANES)
     if n > 0:
         src = x.reshape(m, n)
         for i in range(m):
@@ -207,11 +228,11 @@ def tiles(x, n):  # noqa: ANN001, ANN201
 
 
 @_jit
-def _prepare(ptr, step, src, q, off, b0s, b1s, e, t_steps, m, ev_r, ev_f, ev_k, bound,  # noqa: ANN001, ANN202, PLR0913
-             touched):
+def _prepare(ptr, step, src, q, off, b0s, b1s, e, t_steps, m, ev, bound, touched):  # noqa: ANN001, ANN202, PLR0913
     """Episode e's events of one stream, those that reach a slot block, in the form
-    integrate's tile loop reads (from index m on): ev_r = first row * LANES, ev_f = (q * 4 +
-    first block) * LANES, ev_k = 4 * blocks + first block. Step k's run from bound[k] to
+    integrate's tile loop reads (from index m on), one word each (one load): first row *
+    LANES in bits 0..31, (q * 4 + first block) * LANES in bits 32..55, 4 * blocks + first
+    block from bit 56 on. Step k's run from bound[k] to
     bound[k + 1]; touched[k] = the mask of the blocks they reach, plus 16 if the step has any
     event (its zeroed membrane sum is then added even if no event reaches a block). Returns
     the end of the run."""
@@ -226,9 +247,7 @@ def _prepare(ptr, step, src, q, off, b0s, b1s, e, t_steps, m, ev_r, ev_f, ev_k, 
             b0 = b0s[s]
             nb = b1s[s] - b0
             if nb > 0:
-                ev_r[m] = off[s] * LANES
-                ev_f[m] = (q[i] * 4 + b0) * LANES
-                ev_k[m] = nb * 4 + b0
+                ev[m] = off[s] * LANES | (q[i] * 4 + b0) * LANES << 32 | (nb * 4 + b0) << 56
                 mask |= ((1 << nb) - 1) << b0
                 m += 1
             i += 1
@@ -281,6 +300,8 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
             or fv.shape[1] != n_tab or rows.shape[2] != LANES or fi.shape[2] != LANES
             or fv.shape[2] != LANES):
         raise ValueError("integrate: rows, fi and fv must be in the tiles() layout")
+    if n_rows * LANES >= 1 << 32 or n_tab * LANES >= 1 << 24:  # (_prepare's event words)
+        raise ValueError("integrate: too many jump rows or sub-step bins")
     npad = _stride(n)
     t1 = hit_u.shape[1]
     t_steps = t1 - 1
@@ -296,16 +317,14 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
     u0p = _pad(u0, npad)
     amp = _pad(a_mem, npad)
     asp = _pad(a_syn, npad)
-    noise = np.zeros((max(t_steps, 1), npad), np.float32)  # zeros beyond n, always
-    traj = np.zeros((t1, npad), np.float32)  # this episode's u
-    synb = np.zeros((t1 if keep_syn else 1, 4, npad), np.float32)  # and its slots, if kept
-    mxb = np.zeros(npad, np.float32)
+    noise = _zeros(max(t_steps, 1) * npad).reshape(max(t_steps, 1), npad)  # 0 beyond n, always
+    traj = _zeros(t1 * npad).reshape(t1, npad)  # this episode's u
+    synb = _zeros((t1 if keep_syn else 1) * 4 * npad).reshape(-1, 4, npad)  # its slots, if kept
+    mxb = _zeros(npad)
     most = 0
     for e in range(e_lo, e_hi):
         most = max(most, x_ptr[e + 1] - x_ptr[e] + p_ptr[e + 1] - p_ptr[e])
-    ev_r = np.zeros(most, np.int64)  # one episode's events (_prepare): x stream, then p
-    ev_f = np.zeros(most, np.int64)
-    ev_k = np.zeros(most, np.int64)
+    ev = np.zeros(most, np.int64)  # one episode's events (_prepare): x stream, then p
     bound = np.zeros((2, t_steps + 1), np.int64)
     touched = np.zeros((2, max(t_steps, 1)), np.int64)
     zero = _vfill(_F0)
@@ -328,10 +347,10 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
                 else:
                     for j in range(n):
                         row[j] = table[st + chan[j]] * noise_step[j]
-        m = _prepare(x_ptr, x_step, x_src, x_q, x_off, x_b0, x_b1, e, t_steps, 0, ev_r, ev_f,
-                     ev_k, bound[0], touched[0])
-        _prepare(p_ptr, p_step, p_src, p_q, p_off, p_b0, p_b1, e, t_steps, m, ev_r, ev_f, ev_k,
-                 bound[1], touched[1])
+        m = _prepare(x_ptr, x_step, x_src, x_q, x_off, x_b0, x_b1, e, t_steps, 0, ev, bound[0],
+                     touched[0])
+        _prepare(p_ptr, p_step, p_src, p_q, p_off, p_b0, p_b1, e, t_steps, m, ev, bound[1],
+                 touched[1])
         for jb in range(0, n_tiles * LANES, LANES):
             rbase = jb * n_rows  # tile jb // LANES of rows [tiles, R, LANES]
             fbase = jb * n_tab
@@ -358,9 +377,10 @@ def integrate(u0, a_mem, a_syn, fi, fv, e_eff, theta,  # noqa: ANN001, ANN201, P
                         continue
                     a0 = a1 = a2 = a3 = av = zero
                     for i in range(uint64(bound[stream, k]), uint64(bound[stream, k + 1])):
-                        r = ev_r[i] + rbase
-                        f = ev_f[i] + fbase
-                        kd = ev_k[i]
+                        w = ev[i]
+                        r = (w & 0xFFFFFFFF) + rbase
+                        f = (w >> 32 & 0xFFFFFF) + fbase
+                        kd = w >> 56
                         if kd == 8 or kd == 10:  # blocks 0, 1 or 2, 3 (one circuit's exc, inh)
                             x0 = _vload(rows, r)
                             x1 = _vload(rows, r + LANES)
