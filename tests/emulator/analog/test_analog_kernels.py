@@ -449,15 +449,17 @@ def test_deferred_cadc_codes_equal_run_and_executor_trace():
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(1, 12), st.integers(1, 4))
-def test_chunk_stream_equals_numpy_build(seed, n_batch, t_steps, n_groups):
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(1, 12), st.integers(1, 4),
+       st.sampled_from([16, 12, 128]))
+def test_chunk_stream_equals_numpy_build(seed, n_batch, t_steps, n_groups, dt):
     """EventStream.of_chunk (one compiled pass) == the chunk's events selected, their arrival
-    step / sub-step bin computed and filtered in numpy, then EventStream.build."""
+    step / sub-step bin computed and filtered in numpy, then EventStream.build (steps of a
+    power of two ticks or not: shifts or divisions)."""
     from emulator.analog import fast
     from emulator.analog.events import arrival_np
 
     rng = np.random.default_rng(seed)
-    n_src, dt, delay = 7, 16, 16
+    n_src, delay = 7, 16
     n = int(rng.integers(0, 60))
     ev = (rng.integers(0, n_src, n), rng.integers(0, n_batch, n),
           rng.integers(0, dt * (t_steps + 1), n))
