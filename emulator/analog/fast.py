@@ -236,12 +236,13 @@ def integrate(lp: TorchParams, n_ep: int, t_steps: int, ext: EventStream, src: L
             torch.from_numpy(flat), torch.from_numpy(np.ascontiguousarray(seg.T)))
 
 
-# neuron-steps (~4 ns each) below which one more range costs more (hand-off ~0.1 ms) than it saves
+# neuron-steps (~1.7 ns each, PNAS hidden layer) below which one more range costs more (hand-off
+# ~0.1 ms) than it saves
 PARALLEL_MIN_WORK = 1 << 17
-# fixed cost of one episode step of kernels.integrate in neuron-steps (~0.1 us: the step's
-# event scan, noise window and loop set-up): a small layer (the PNAS output layer's 10 neurons,
-# ~1.1 ms a batch of 256) is worth splitting too (measured ~13 ns per neuron-step there)
-STEP_OVERHEAD = 24
+# fixed cost of one episode step of kernels.integrate in neuron-steps (its event scan, noise
+# window, the padding of the layer to whole SIMD tiles): measured ~23 ns per episode step on the
+# PNAS output layer's 10 neurons (~0.23 ms a batch of 256: not worth splitting)
+STEP_OVERHEAD = 4
 # ranges per worker thread: taken one at a time, so a thread the OS pauses (a shared host)
 # holds up one small range, not half of the batch
 RANGES_PER_WORKER = 4
