@@ -489,6 +489,65 @@ def trace_layout(elapsed, seq, sub, word, timed, cadc_row, reset_e, reset_seq, b
     return out, at, rows
 
 
+_EPISODE = np.uint64(int(Rec.EPISODE)) << np.uint64(56)
+_SPIKE = np.uint64(int(Rec.SPIKE)) << np.uint64(56)
+_CADC_HEAD = np.uint64(int(Rec.CADC_HEAD)) << np.uint64(56)
+
+
+@_jit
+def trace_words(rare, episodes, spikes, cadc, timeline, block):  # noqa: ANN001, ANN201
+    """trace_layout of every record, the records of episodes and events built here: the
+    executor's _collect (EPISODE, SPIKE, CADC_HEAD records, their sort positions) and
+    _assemble in one call.
+
+    rare: columns (elapsed, seq, sub, word, timed) of the other records (TIME_SYNC, errors,
+    READ_DATA, MADC, HALT); episodes: (start, pos, index, explicit, next pos); spikes: (time,
+    label, episode) of the spikes out of the chip; cadc: (time, episode, index within its
+    episode) of the CADC samples; timeline: (e, pos, end, reset_e, reset_seq) of the executed
+    instructions (event_seq, trace_layout)."""
+    r_el, r_seq, r_sub, r_word, r_timed = rare
+    ep_start, ep_pos, ep_index, ep_explicit, ep_next = episodes
+    s_t, s_lab, s_ep = spikes
+    c_t, c_ep, c_rank = cadc
+    e, pos, end, reset_e, reset_seq = timeline
+    n_r, n_s, n_c = r_el.shape[0], s_t.shape[0], c_t.shape[0]
+    n_e = 0
+    for k in range(ep_start.shape[0]):
+        n_e += ep_explicit[k]
+    n = n_r + n_e + n_s + n_c
+    elapsed = np.empty(n, np.int64)
+    seq = np.empty(n, np.int64)
+    sub = np.zeros(n, np.int64)
+    word = np.empty(n, np.uint64)
+    timed = np.ones(n, np.bool_)
+    row = np.full(n, -1, np.int64)
+    elapsed[:n_r] = r_el
+    seq[:n_r] = r_seq
+    sub[:n_r] = r_sub
+    word[:n_r] = r_word
+    timed[:n_r] = r_timed
+    q = n_r
+    for k in range(ep_start.shape[0]):
+        if ep_explicit[k]:
+            elapsed[q] = ep_start[k]
+            seq[q] = 2 * ep_pos[k]
+            word[q] = _EPISODE | np.uint64(ep_index[k] & 0x3FFF) << np.uint64(42)
+            q += 1
+    event_seq(e, pos, end, s_t, s_ep, ep_pos, ep_next, seq[q:q + n_s])
+    for j in range(n_s):
+        elapsed[q + j] = s_t[j]
+        sub[q + j] = j
+        word[q + j] = _SPIKE | np.uint64(s_lab[j] & 0x3FFF) << np.uint64(42)
+    q += n_s
+    event_seq(e, pos, end, c_t, c_ep, ep_pos, ep_next, seq[q:q + n_c])
+    for j in range(n_c):
+        elapsed[q + j] = c_t[j]
+        sub[q + j] = 1 << 40 | j
+        word[q + j] = _CADC_HEAD | np.uint64(c_rank[j] & 0x3FFF) << np.uint64(42)
+        row[q + j] = j
+    return trace_layout(elapsed, seq, sub, word, timed, row, reset_e, reset_seq, block)
+
+
 def use() -> bool:
     """Whether the executor takes these kernels (tests switch them off to run the twins)."""
     return AVAILABLE and ENABLED

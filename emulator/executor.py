@@ -730,19 +730,21 @@ class _Run:
     def _collect(self) -> None:
         """Trace records of everything but HALT: TIME_SYNC at TIMER_RESETs, EPISODE markers,
         errors of instructions and register accesses, READ_DATA, and the events of the core
-        runs (SPIKE, CADC_HEAD, MADC)."""
+        runs (SPIKE, CADC_HEAD, MADC). With the kernels, the EPISODE, SPIKE and CADC_HEAD
+        records are left to exec_kernels.trace_words (_assemble): their arrays go there."""
         rec = self.rec
         I = self.I
         e = self.e
+        compiled = exec_kernels.use()
         # TIME_SYNC(0) at each TIMER_RESET
         r = self.reset_at
         self.reset_e, self.reset_seq = e[r], 2 * I[r]
         if r.size:
             rec.add(self.reset_e, self.reset_seq, 0, _rec(Rec.TIME_SYNC), timed=False)
-        # EPISODE markers
-        ex = self.ep_explicit
-        word = _rec(Rec.EPISODE) | (self.ep_index[ex].astype(_U64) << _U64(42))
-        rec.add(self.ep_start[ex], 2 * self.ep_pos[ex], 0, word, timed=True)
+        if not compiled:  # EPISODE markers
+            ex = self.ep_explicit
+            word = _rec(Rec.EPISODE) | (self.ep_index[ex].astype(_U64) << _U64(42))
+            rec.add(self.ep_start[ex], 2 * self.ep_pos[ex], 0, word, timed=True)
         if self.past_at.size:  # TIME_IN_PAST
             p = self.past_at
             self._error(ErrorCode.TIME_IN_PAST, 0, I[p], e[p], 2 * I[p])
@@ -753,20 +755,23 @@ class _Run:
         if self.el_owner.size:
             self._access_records()
         # spikes that reached FPGA_RECORD
-        if self.out_spk:
-            t, lab, ep = (np.concatenate(x) for x in zip(*self.out_spk, strict=True))
+        self.spk_out = tuple(x[0] if len(self.out_spk) == 1 else np.concatenate(x)
+                             for x in zip(*self.out_spk, strict=True)) if self.out_spk else (
+            np.zeros(0, np.int64),) * 3
+        t, lab, ep = self.spk_out
+        if t.size and not compiled:
             word = _rec(Rec.SPIKE) | ((lab & LABEL_MASK).astype(_U64) << _U64(42))
             rec.add(t, self._async_seq(t, ep), np.arange(t.size), word, timed=True)
         # CADC samples: index within episode = rank among the episode's samples, in time order
-        if self.cadc_time.size:
-            rank = np.empty(self.cadc_time.size, np.int64)
-            if not (exec_kernels.use() and exec_kernels.cadc_rank(self.cadc_ep, self.cadc_time,
-                                                                 rank)):
-                order = np.lexsort((np.arange(rank.size), self.cadc_time, self.cadc_ep))
-                ep_sorted = self.cadc_ep[order]
-                new_ep = np.flatnonzero(np.concatenate(([True], ep_sorted[1:] != ep_sorted[:-1])))
-                first = np.repeat(new_ep, np.diff(new_ep, append=ep_sorted.size))
-                rank[order] = np.arange(order.size) - first
+        self.cadc_rank = rank = np.empty(self.cadc_time.size, np.int64)
+        if rank.size and not (compiled and exec_kernels.cadc_rank(self.cadc_ep, self.cadc_time,
+                                                                  rank)):
+            order = np.lexsort((np.arange(rank.size), self.cadc_time, self.cadc_ep))
+            ep_sorted = self.cadc_ep[order]
+            new_ep = np.flatnonzero(np.concatenate(([True], ep_sorted[1:] != ep_sorted[:-1])))
+            first = np.repeat(new_ep, np.diff(new_ep, append=ep_sorted.size))
+            rank[order] = np.arange(order.size) - first
+        if rank.size and not compiled:
             word = _rec(Rec.CADC_HEAD) | ((rank & LABEL_MASK).astype(_U64) << _U64(42))
             seq = self._async_seq(self.cadc_time, self.cadc_ep)
             rows = np.arange(rank.size)
@@ -785,9 +790,12 @@ class _Run:
         rec.add(self.e_halt, _LAST, 0, _rec(Rec.HALT) | (status << 42), timed=True)
         cols = [np.concatenate(c) for c in (rec.elapsed, rec.seq, rec.sub, rec.word, rec.timed,
                                             rec.cadc_row)]
-        if exec_kernels.use():  # sort, timer, syncs and layout in two passes
-            out, blocks, rows = exec_kernels.trace_layout(*cols, self.reset_e, self.reset_seq,
-                                                          CADC_DATA_WORDS)
+        if exec_kernels.use():  # with the episode and event records; sort, timer, syncs, layout
+            out, blocks, rows = exec_kernels.trace_words(
+                tuple(cols[:5]),
+                (self.ep_start, self.ep_pos, self.ep_index, self.ep_explicit, self.ep_next_pos),
+                self.spk_out, (self.cadc_time, self.cadc_ep, self.cadc_rank),
+                (self.e, self.I, self.end, self.reset_e, self.reset_seq), CADC_DATA_WORDS)
         else:
             out, blocks, rows = _trace_layout(*cols, self.reset_e, self.reset_seq)
         self._cadc_ready()
