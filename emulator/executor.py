@@ -485,6 +485,8 @@ class _Run:
 
     def _apply_until(self, pos: int) -> None:
         """Apply register accesses and system ops of words before index `pos`, in order."""
+        if self.el_applied == self.el_owner.size and self.sys_applied == self.sys_pos.size:
+            return  # (all done, or none at all)
         el_hi = int(np.searchsorted(self.el_owner, pos))
         sys_hi = int(np.searchsorted(self.sys_pos, pos))
         el_lo, sys_lo = self.el_applied, self.sys_applied
@@ -607,22 +609,26 @@ class _Run:
         n_ep = self.n_episodes
         # groups: a register write (or spike-counter read) between two episode starts splits
         splits, readout = self._split_positions()
-        k = np.searchsorted(self.ep_pos, splits, side="right")
-        new_group = np.zeros(n_ep, bool)
-        if n_ep:
-            new_group[0] = True
-            new_group[k[(k > 0) & (k < n_ep)]] = True
-        bounds = np.append(np.flatnonzero(new_group), n_ep)
+        if splits.size:
+            k = np.searchsorted(self.ep_pos, splits, side="right")
+            new_group = np.zeros(n_ep, bool)
+            if n_ep:
+                new_group[0] = True
+                new_group[k[(k > 0) & (k < n_ep)]] = True
+            bounds = [*np.flatnonzero(new_group).tolist(), n_ep]
+        else:  # (no accesses between the episodes: one group)
+            bounds = [0, n_ep] if n_ep else [0]
         # episodes whose readout registers differ from the previous episode's
-        k = np.searchsorted(self.ep_pos, readout, side="right")
         self.readout_change = np.zeros(n_ep, bool)
-        self.readout_change[k[(k > 0) & (k < n_ep)]] = True
+        if readout.size:
+            k = np.searchsorted(self.ep_pos, readout, side="right")
+            self.readout_change[k[(k > 0) & (k < n_ep)]] = True
         self.out_spk: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.cadc_samples: np.ndarray | None = None  # allocated by the first group
         self.madc_values = np.zeros(self.madc_time.size, np.uint16)
         for g0, g1 in zip(bounds[:-1], bounds[1:], strict=True):
             self._apply_until(int(self.ep_pos[g0]))
-            self._run_group(int(g0), int(g1))
+            self._run_group(g0, g1)
         self._apply_until(self.end)
         if self.cadc_samples is None:
             self.cadc_samples = np.zeros((self.cadc_time.size, CADC_CHANNELS), np.uint8)
