@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 from hostdriver.board import Board, BoardInfo
 from hostdriver.link_driver import LinkDriver
 from hostdriver.transports import open_transport
-from hostdriver.url import DEFAULT_URL, ENV_VAR, parse_board_url
+from hostdriver.url import DEFAULT_URL, ENV_VAR, EmuURL, parse_board_url
 from protocol.link import DEFAULT_MAX_MESSAGE, Link
+from protocol.wire import FRAME_MAX_PAYLOAD
 
 if TYPE_CHECKING:
     from hostdriver.chip import ChipConfig
@@ -54,7 +55,10 @@ def connect(
     parsed = parse_board_url(resolve_url(url))
     transport = open_transport(parsed, timeout=timeout)
     try:
-        link = Link(max_message=max_message)
+        # in-process, a frame costs Python work and no wire time: the board's own fragment
+        # size (the wire's largest) both ways; a real link keeps Link's default
+        link = Link(max_message=max_message, **(
+            {"max_payload": FRAME_MAX_PAYLOAD} if isinstance(parsed, EmuURL) else {}))
         return Board(LinkDriver(transport, timeout=timeout, link=link), str(parsed))
     except BaseException:
         transport.close()

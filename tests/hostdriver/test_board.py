@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from hostdriver import LinkDriver, connect
@@ -279,3 +280,18 @@ def test_chip_config_program_and_time_grid_are_re_exported() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=root)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_in_process_board_uses_the_largest_fragments_for_long_messages() -> None:
+    from hostdriver.program import Program
+    from protocol.addressmap import Block, address
+    from protocol.wire import FRAME_MAX_PAYLOAD
+
+    with connect("emu://?seed=3") as board:
+        assert board._driver.link.max_payload == FRAME_MAX_PAYLOAD
+        addrs = np.array([address(int(Block.SYNAPSE), i) for i in range(20000)])
+        values = (np.arange(20000) * 2654435761) & 0x3F3F3F3F
+        board.write(addrs, values)  # several fragments each way, of the largest size
+        prog = Program()
+        ticket = prog.read(addrs)
+        assert np.array_equal(np.asarray(prog.run(board)[ticket]), values)
