@@ -118,7 +118,7 @@ if AVAILABLE:
             return None
 
         def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-            return builder.load(_vptr(context, builder, signature, args), align=4, typ=_VT)
+            return builder.load(_vptr(context, builder, signature, args), align=4)
 
         return _VEC(arr, idx), codegen
 
@@ -232,10 +232,9 @@ def _prepare(ptr, step, src, q, off, b0s, b1s, e, t_steps, m, ev, bound, touched
     """Episode e's events of one stream, those that reach a slot block, in the form
     integrate's tile loop reads (from index m on), one word each (one load): first row *
     LANES in bits 0..31, (q * 4 + first block) * LANES in bits 32..55, 4 * blocks + first
-    block from bit 56 on. Step k's run from bound[k] to
-    bound[k + 1]; touched[k] = the mask of the blocks they reach, plus 16 if the step has any
-    event (its zeroed membrane sum is then added even if no event reaches a block). Returns
-    the end of the run."""
+    block from bit 56 on. Step k's run from bound[k] to bound[k + 1]; touched[k] = the mask of
+    the blocks they reach, plus 16 if the step has any event (its zeroed membrane sum is then
+    added even if no event reaches a block). Returns the end of the run."""
     i = ptr[e]
     end = ptr[e + 1]
     for k in range(t_steps):
