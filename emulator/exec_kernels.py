@@ -44,32 +44,45 @@ def _jit(fn):  # noqa: ANN001, ANN202
 
 
 @_jit
-def cadc_blocks(out, at, s64, rows, head):  # noqa: ANN001, ANN201
-    """out[at[r] + k] = the k-th CADC_DATA word of sample row rows[r] (executor._pack_cadc's
-    twin for 512 channels, 7 a word, written straight into the trace): channel 7 k + j in byte
-    j, unused bytes zero, `head` (opcode) in byte 7. s64: the [C, 512] u8 samples viewed as
-    [C, 64] little-endian u64 words; every 7 of them hold the 56 bytes of 8 trace words, cut
-    out with shifts (aligned loads, no byte loop)."""
+def _cadc_block(out, b, src, hi):  # noqa: ANN001, ANN202
+    """out[b:b + 74] = the CADC_DATA words of one 512-channel sample row (executor._pack_cadc's
+    twin, 7 channels a word): channel 7 k + j in byte j of word k, unused bytes zero, hi (the
+    opcode) in byte 7. src: the row as 64 little-endian u64 words; every 7 of them hold the 56
+    bytes of 8 trace words, cut out with shifts (aligned loads, no byte loop)."""
+    for g in range(9):  # trace words 8 g .. 8 g + 7: bytes 56 g .. 56 g + 55
+        i = 7 * g
+        a0, a1, a2, a3 = src[i], src[i + 1], src[i + 2], src[i + 3]
+        a4, a5, a6 = src[i + 4], src[i + 5], src[i + 6]
+        o = b + 8 * g
+        out[o] = a0 & _M56 | hi
+        out[o + 1] = (a0 >> np.uint64(56) | a1 << np.uint64(8)) & _M56 | hi
+        out[o + 2] = (a1 >> np.uint64(48) | a2 << np.uint64(16)) & _M56 | hi
+        out[o + 3] = (a2 >> np.uint64(40) | a3 << np.uint64(24)) & _M56 | hi
+        out[o + 4] = (a3 >> np.uint64(32) | a4 << np.uint64(32)) & _M56 | hi
+        out[o + 5] = (a4 >> np.uint64(24) | a5 << np.uint64(40)) & _M56 | hi
+        out[o + 6] = (a5 >> np.uint64(16) | a6 << np.uint64(48)) & _M56 | hi
+        out[o + 7] = a6 >> np.uint64(8) | hi
+    last = src[63]  # bytes 504..511: channels 504..510, then 511 alone
+    out[b + 72] = last & _M56 | hi
+    out[b + 73] = last >> np.uint64(56) | hi
+
+
+@_jit
+def trace_fill(out, layout, s64, r0, r1, head):  # noqa: ANN001, ANN201
+    """The words of records r0 .. r1 - 1 of a trace_layout (first word at, TIME_SYNC word
+    before it or 0, record word, sample row or -1) in out: the TIME_SYNC, the record and,
+    after a CADC_HEAD, the CADC_DATA words of its sample row (s64: the [C, 512] u8 samples
+    viewed as [C, 64] little-endian u64; head: the CADC_DATA opcode). One sequential pass."""
+    at, syncw, recw, rows = layout
     hi = np.uint64(head) << np.uint64(56)
-    for r in range(rows.shape[0]):
-        src = s64[rows[r]]
-        b = at[r]
-        for g in range(9):  # trace words 8 g .. 8 g + 7: bytes 56 g .. 56 g + 55
-            i = 7 * g
-            a0, a1, a2, a3 = src[i], src[i + 1], src[i + 2], src[i + 3]
-            a4, a5, a6 = src[i + 4], src[i + 5], src[i + 6]
-            o = b + 8 * g
-            out[o] = a0 & _M56 | hi
-            out[o + 1] = (a0 >> np.uint64(56) | a1 << np.uint64(8)) & _M56 | hi
-            out[o + 2] = (a1 >> np.uint64(48) | a2 << np.uint64(16)) & _M56 | hi
-            out[o + 3] = (a2 >> np.uint64(40) | a3 << np.uint64(24)) & _M56 | hi
-            out[o + 4] = (a3 >> np.uint64(32) | a4 << np.uint64(32)) & _M56 | hi
-            out[o + 5] = (a4 >> np.uint64(24) | a5 << np.uint64(40)) & _M56 | hi
-            out[o + 6] = (a5 >> np.uint64(16) | a6 << np.uint64(48)) & _M56 | hi
-            out[o + 7] = a6 >> np.uint64(8) | hi
-        last = src[63]  # bytes 504..511: channels 504..510, then 511 alone
-        out[b + 72] = last & _M56 | hi
-        out[b + 73] = last >> np.uint64(56) | hi
+    for r in range(r0, r1):
+        q = at[r]
+        if syncw[r]:
+            out[q] = syncw[r]
+            q += 1
+        out[q] = recw[r]
+        if rows[r] >= 0:
+            _cadc_block(out, q + 1, s64[rows[r]], hi)
 
 
 @_jit
@@ -179,7 +192,7 @@ def _samples(o, x, p, min_period):  # noqa: ANN001, ANN202
 
 
 @_jit
-def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op, bounds):  # noqa: ANN001, ANN201, C901, PLR0912, PLR0913, PLR0915
+def events(pos, end, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op, bounds):  # noqa: ANN001, ANN201, C901, PLR0912, PLR0913, PLR0915
     """The timeline and every event of the executed instructions (program positions pos,
     opcodes op, words w) in one pass: executor._times, _stimuli and _episodes' twin.
 
@@ -196,8 +209,9 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
 
     Returns ((e, now, offset, pending ADC end), episodes (start, pos, index, explicit, end,
     next pos), spikes (label, episode (i32), time in episode), CADC (time, episode, time in
-    episode), MADC (time, episode, time in episode, source), (past WAITs, TIMER_RESETs, bad
-    MADC_RECORDs (indices into op), config of each bad one))."""
+    episode, position of the first instruction executed after it (`end`: none), whether that
+    is known: samples issued in time order), MADC (time, episode, time in episode, source),
+    (past WAITs, TIMER_RESETs, bad MADC_RECORDs (indices into op), config of each bad one))."""
     n = op.shape[0]
     n_madc_words = madc_period.shape[0]
     e = np.empty(n, np.int64)
@@ -211,6 +225,9 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
     cadc_time = np.empty(bounds[1], np.int64)
     cadc_ep = np.empty(bounds[1], np.int64)
     cadc_rel = np.empty(bounds[1], np.int64)
+    cadc_after = np.empty(bounds[1], np.int64)  # position of the first instruction after each
+    cq = 0  # samples before cq have theirs
+    in_order = True  # samples issued in time order (else cadc_after is no use)
     madc_time = np.empty(bounds[2], np.int64)
     madc_ep = np.empty(bounds[2], np.int64)
     madc_rel = np.empty(bounds[2], np.int64)
@@ -240,8 +257,11 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
             if tgt < now:
                 past_at[n_p] = i
                 n_p += 1
-            else:
+            elif tgt > now:
                 now = tgt
+                while cq < n_c and cadc_time[cq] < now:  # the first instruction after them
+                    cadc_after[cq] = pos[i]
+                    cq += 1
             e[i] = now
             continue
         e[i] = now
@@ -268,6 +288,9 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
             n_r += 1
         elif o == _BARRIER and pend > now:
             now = pend
+            while cq < n_c and cadc_time[cq] < now:
+                cadc_after[cq] = pos[i]
+                cq += 1
         elif o == _EPISODE_START:
             decided = True
             row += 1
@@ -299,6 +322,7 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
             ep_index[0] = -1
         last[row] = now  # (now only grows: the latest event so far)
         if o == _CADC_SCHEDULE or o == _CADC_TRIGGER:
+            in_order = in_order and (n_c == 0 or cadc_time[n_c - 1] <= now)
             for j in range(count):
                 cadc_time[n_c] = now + j * step
                 cadc_ep[n_c] = row if j * step == 0 else -1
@@ -313,6 +337,7 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
                 n_m += 1
         late = late or (count - 1) * step != 0
         pend = max(pend, now + (count - 1) * step + 1)  # ADC work ends after its last sample
+    cadc_after[cq:n_c] = end
     n_ep = row + 1
     first = 1 if early else 0  # row of the first explicit episode
     cadc_time, cadc_ep, cadc_rel = cadc_time[:n_c], cadc_ep[:n_c], cadc_rel[:n_c]
@@ -336,7 +361,7 @@ def events(pos, op, w, e0, madc_period, madc_cfg, min_period, spike_n, timed_op,
     return ((e, now, off, pend),
             (ep_start[:n_ep], ep_pos[:n_ep], ep_index[:n_ep], ep_explicit, ep_end, ep_next),
             (spk_label[:n_s], spk_ep[:n_s], spk_rel[:n_s]),
-            (cadc_time, cadc_ep, cadc_rel),
+            (cadc_time, cadc_ep, cadc_rel, cadc_after[:n_c], in_order),
             (madc_time, madc_ep, madc_rel, madc_source[:n_m]),
             (past_at[:n_p], reset_at[:n_r], bad_at[:n_b], bad_cfg[:n_b]))
 
@@ -429,22 +454,26 @@ def sort_order(a, b, c):  # noqa: ANN001, ANN201
 
 @_jit
 def trace_layout(elapsed, seq, sub, word, timed, cadc_row, reset_e, reset_seq, block):  # noqa: ANN001, ANN201, PLR0913
-    """The trace words of records sorted by (elapsed, seq, sub) (executor._assemble's twin):
-    the playback timer of each (elapsed minus its TIMER_RESET segment's offset; resets at
-    (reset_e, reset_seq)) in the low 42 bits of timed ones, a TIME_SYNC before a timed record
-    of another 2^42 epoch than the host last saw, and `block` words left after each CADC_HEAD
-    (cadc_row >= 0) for its samples. Returns (words, position of each block's first word, its
-    row), blocks in trace order; the blocks' words are left to the caller."""
+    """Where each record goes in the trace, records sorted by (elapsed, seq, sub)
+    (executor._trace_layout's twin): the playback timer of each (elapsed minus its
+    TIMER_RESET segment's offset; resets at (reset_e, reset_seq)) in the low 42 bits of timed
+    ones, a TIME_SYNC before a timed record of another 2^42 epoch than the host last saw, and
+    `block` words after each CADC_HEAD (cadc_row >= 0) for its samples. Returns (trace words,
+    (first word of each record, its TIME_SYNC word or 0, its word, its sample row or -1), the
+    record that has half the blocks before it), records in trace order (trace_fill writes
+    them)."""
     n = elapsed.shape[0]
     order = sort_order(elapsed, seq, sub)
-    timer = np.empty(n, np.int64)
-    sync = np.zeros(n, np.bool_)
+    at = np.empty(n, np.int64)
+    syncw = np.zeros(n, np.uint64)
+    recw = np.empty(n, np.uint64)
+    rows = np.empty(n, np.int64)
     n_reset = reset_e.shape[0]
     ps = 0
     off = 0
     known = 0
-    total = 0
-    n_cadc = 0
+    q = 0
+    n_blocks = 0
     for r in range(n):
         j = order[r]
         el = elapsed[j]
@@ -453,40 +482,27 @@ def trace_layout(elapsed, seq, sub, word, timed, cadc_row, reset_e, reset_seq, b
             off = reset_e[ps]
             ps += 1
         tm = el - off
-        timer[r] = tm
-        total += 1
-        if (word[j] >> np.uint64(56)) == _TIME_SYNC:
+        at[r] = q
+        wd = word[j]
+        if (wd >> np.uint64(56)) == _TIME_SYNC:
             known = 0
         elif timed[j]:
-            if (tm >> 42) != known:
-                sync[r] = True
-                total += 1
+            if (tm >> 42) != known:  # the wrap moment's full time
+                syncw[r] = _TIME_SYNC << np.uint64(56) | np.uint64((tm >> 42) << 42) & _M56
+                q += 1
             known = tm >> 42
-        if cadc_row[j] >= 0:
-            total += block
-            n_cadc += 1
-    out = np.empty(total, np.uint64)
-    at = np.empty(n_cadc, np.int64)
-    rows = np.empty(n_cadc, np.int64)
-    q = 0
-    c = 0
-    for r in range(n):
-        j = order[r]
-        tm = timer[r]
-        if sync[r]:
-            out[q] = (_TIME_SYNC << np.uint64(56)) | (np.uint64((tm >> 42) << 42) & _M56)
-            q += 1
-        wd = word[j]
-        if timed[j]:
-            wd |= np.uint64(tm) & _M42
-        out[q] = wd
+        recw[r] = wd | np.uint64(tm) & _M42 if timed[j] else wd
+        rows[r] = cadc_row[j]
         q += 1
         if cadc_row[j] >= 0:
-            at[c] = q
-            rows[c] = cadc_row[j]
-            c += 1
             q += block
-    return out, at, rows
+            n_blocks += 1
+    mid = 0
+    seen = 0
+    while mid < n and seen < n_blocks // 2:
+        seen += rows[mid] >= 0
+        mid += 1
+    return q, (at, syncw, recw, rows), mid
 
 
 _EPISODE = np.uint64(int(Rec.EPISODE)) << np.uint64(56)
@@ -503,12 +519,13 @@ def trace_words(rare, episodes, spikes, cadc, timeline, block):  # noqa: ANN001,
     rare: columns (elapsed, seq, sub, word, timed) of the other records (TIME_SYNC, errors,
     READ_DATA, MADC, HALT); episodes: (start, pos, index, explicit, next pos); spikes: (time,
     label, episode) of the spikes out of the chip; cadc: (time, episode, index within its
-    episode) of the CADC samples; timeline: (e, pos, end, reset_e, reset_seq) of the executed
+    episode, position of the instruction after it, whether those positions are known) of the
+    CADC samples; timeline: (e, pos, end, reset_e, reset_seq) of the executed
     instructions (event_seq, trace_layout)."""
     r_el, r_seq, r_sub, r_word, r_timed = rare
     ep_start, ep_pos, ep_index, ep_explicit, ep_next = episodes
     s_t, s_lab, s_ep = spikes
-    c_t, c_ep, c_rank = cadc
+    c_t, c_ep, c_rank, c_after, after_ok = cadc
     e, pos, end, reset_e, reset_seq = timeline
     n_r, n_s, n_c = r_el.shape[0], s_t.shape[0], c_t.shape[0]
     n_e = 0
@@ -539,7 +556,12 @@ def trace_words(rare, episodes, spikes, cadc, timeline, block):  # noqa: ANN001,
         sub[q + j] = j
         word[q + j] = _SPIKE | np.uint64(s_lab[j] & 0x3FFF) << np.uint64(42)
     q += n_s
-    event_seq(e, pos, end, c_t, c_ep, ep_pos, ep_next, seq[q:q + n_c])
+    if after_ok:  # (the events pass found the instruction after each)
+        for j in range(n_c):
+            k = c_ep[j]
+            seq[q + j] = min(max(2 * c_after[j] - 1, 2 * ep_pos[k] + 1), 2 * ep_next[k] - 1)
+    else:
+        event_seq(e, pos, end, c_t, c_ep, ep_pos, ep_next, seq[q:q + n_c])
     for j in range(n_c):
         elapsed[q + j] = c_t[j]
         sub[q + j] = 1 << 40 | j

@@ -112,6 +112,7 @@ _READOUT_BLOCKS = [int(Block.CADC_OFFSET), int(Block.MADC_CONFIG)]
 _CADC_BLOCK = 1 + CADC_DATA_WORDS
 _U64 = np.uint64
 _LAST = np.iinfo(np.int64).max  # sort position of HALT (and the stop error before it)
+_FILL_LAYOUT = sys.byteorder == "little" and CADC_SAMPLES_PER_WORD == 7 and CADC_CHANNELS == 512
 
 
 def _rec(kind: Rec) -> int:
@@ -328,14 +329,14 @@ class _Run:
             period, cfg = self._madc_config_at(self.I[op == Instr.MADC_RECORD])
         ((self.e, now, off, pend), ep, spk, cadc, madc,
          (self.past_at, self.reset_at, self.bad_madc_at, self.bad_madc_cfg)) = exec_kernels.events(
-            self.I, op, self.w_i, self.ex.timer, period, cfg, MADC_MIN_PERIOD, _SPIKE_N, _TIMED,
-            self.bounds)
+            self.I, self.end, op, self.w_i, self.ex.timer, period, cfg, MADC_MIN_PERIOD,
+            _SPIKE_N, _TIMED, self.bounds)
         self.e_halt = max(now, pend)
         self.off_halt = off
         (self.ep_start, self.ep_pos, self.ep_index, self.ep_explicit, self.ep_end,
          self.ep_next_pos) = ep
         self.spk_label, self.spk_ep, self.spk_rel = spk
-        self.cadc_time, self.cadc_ep, self.cadc_rel = cadc
+        self.cadc_time, self.cadc_ep, self.cadc_rel, *self.cadc_after = cadc
         self.madc_time, self.madc_ep, self.madc_rel, self.madc_source = madc
         self.n_episodes = self.ep_start.size
 
@@ -733,6 +734,12 @@ class _Run:
             self._error(code, info16[m], self.el_addr[bad][m], el_e[bad][m], el_seq[bad][m],
                         sub[bad][m] + 1)
 
+    @staticmethod
+    def _compiled_trace() -> bool:
+        """Whether exec_kernels.trace_words / trace_fill build the trace (their CADC packing
+        needs 512 channels, 7 a word, on a little-endian host)."""
+        return exec_kernels.use() and _FILL_LAYOUT
+
     def _collect(self) -> None:
         """Trace records of everything but HALT: TIME_SYNC at TIMER_RESETs, EPISODE markers,
         errors of instructions and register accesses, READ_DATA, and the events of the core
@@ -741,7 +748,7 @@ class _Run:
         rec = self.rec
         I = self.I
         e = self.e
-        compiled = exec_kernels.use()
+        compiled = self._compiled_trace()
         # TIME_SYNC(0) at each TIMER_RESET
         r = self.reset_at
         self.reset_e, self.reset_seq = e[r], 2 * I[r]
@@ -796,19 +803,21 @@ class _Run:
         rec.add(self.e_halt, _LAST, 0, _rec(Rec.HALT) | (status << 42), timed=True)
         cols = [np.concatenate(c) for c in (rec.elapsed, rec.seq, rec.sub, rec.word, rec.timed,
                                             rec.cadc_row)]
-        if exec_kernels.use():  # with the episode and event records; sort, timer, syncs, layout
-            out, blocks, rows = exec_kernels.trace_words(
+        # (a core that ran on several workers just now found a second core free)
+        split = int(getattr(self.ex._core, "workers_used", 1)) > 1
+        if self._compiled_trace():  # with the episode and event records; sort, timer, layout
+            size, layout, mid = exec_kernels.trace_words(
                 tuple(cols[:5]),
                 (self.ep_start, self.ep_pos, self.ep_index, self.ep_explicit, self.ep_next_pos),
-                self.spk_out, (self.cadc_time, self.cadc_ep, self.cadc_rank),
+                self.spk_out, (self.cadc_time, self.cadc_ep, self.cadc_rank, *self.cadc_after),
                 (self.e, self.I, self.end, self.reset_e, self.reset_seq), CADC_DATA_WORDS)
+            out = np.empty(size, _U64)  # every word is written by _put_trace
+            self._cadc_ready()
+            _put_trace(out, layout, mid, self.cadc_samples, split)
         else:
             out, blocks, rows = _trace_layout(*cols, self.reset_e, self.reset_seq)
-        self._cadc_ready()
-        if rows.size:
-            # (a core that ran on several workers just now found a second core free)
-            split = int(getattr(self.ex._core, "workers_used", 1)) > 1
-            _put_cadc(out, blocks, self.cadc_samples, rows, split)
+            self._cadc_ready()
+            _put_cadc(out, blocks, self.cadc_samples, rows)
         ex = self.ex
         ex.timer = int(self.e_halt - self.off_halt)
         return out
@@ -1033,41 +1042,40 @@ def _count_le(ref_e: np.ndarray, ref_seq: np.ndarray, e: np.ndarray, seq: np.nda
     return count
 
 
-# CADC blocks below which _put_cadc packs on the calling thread alone (~0.14 us each; a hand-off
-# to the second thread costs ~50 us)
+# CADC blocks below which _put_trace writes on the calling thread alone (~0.07 us each; a
+# hand-off to the second thread costs ~50 us)
 PARALLEL_CADC_BLOCKS = 1024
 _pack_pool: ThreadPoolExecutor | None = None
 
 
-def _put_cadc(out: np.ndarray, at: np.ndarray, samples: np.ndarray, rows: np.ndarray,
-              split: bool = False) -> None:
-    """out[at[r]:at[r] + CADC_DATA_WORDS] = the CADC_DATA words of samples[rows[r]]; split: a
-    second core is free (the analog core's last run had workers), a long trace's blocks go in
-    two halves at once."""
-    if (exec_kernels.use() and sys.byteorder == "little" and CADC_SAMPLES_PER_WORD == 7
-            and CADC_CHANNELS == 512):
-        # straight into the trace's words; two halves at once (the kernel releases the GIL;
-        # disjoint words: the same bytes)
-        at = np.ascontiguousarray(at, np.int64)
-        s64 = np.ascontiguousarray(samples, np.uint8).view("<u8")  # rows of 64 LE words
-        if not s64.flags.aligned:  # (a view at an odd offset: its aligned copy)
-            s64 = s64.copy()
-        rows = np.ascontiguousarray(rows, np.int64)
-        head = np.uint8(Rec.CADC_DATA)
-        half = rows.size // 2 if split and rows.size >= PARALLEL_CADC_BLOCKS else 0
-        if half:
-            global _pack_pool
-            if _pack_pool is None:
-                _pack_pool = ThreadPoolExecutor(1, thread_name_prefix="cadc-pack")
-            fut = _pack_pool.submit(exec_kernels.cadc_blocks, out, at[half:], s64,
-                                    rows[half:], head)
-            try:
-                exec_kernels.cadc_blocks(out, at[:half], s64, rows[:half], head)
-            finally:
-                fut.result()
-            return
-        exec_kernels.cadc_blocks(out, at, s64, rows, head)
+def _put_trace(out: np.ndarray, layout: tuple, mid: int, samples: np.ndarray,
+               split: bool = False) -> None:
+    """Write the records of an exec_kernels.trace_layout into out, each CADC_HEAD followed by
+    the CADC_DATA words of its sample row (one sequential pass); split: a second core is free
+    (the analog core's last run had workers), a long trace goes in two halves at once (the
+    kernel releases the GIL; disjoint words: the same bytes)."""
+    s64 = np.ascontiguousarray(samples, np.uint8).reshape(-1, CADC_CHANNELS).view("<u8")
+    if not s64.flags.aligned:  # (a view at an odd offset: its aligned copy)
+        s64 = s64.copy()
+    head = np.uint8(Rec.CADC_DATA)
+    n = layout[0].size
+    blocks = int(np.count_nonzero(layout[3] >= 0)) if split else 0
+    if split and blocks >= PARALLEL_CADC_BLOCKS:
+        global _pack_pool
+        if _pack_pool is None:
+            _pack_pool = ThreadPoolExecutor(1, thread_name_prefix="cadc-pack")
+        fut = _pack_pool.submit(exec_kernels.trace_fill, out, layout, s64, mid, n, head)
+        try:
+            exec_kernels.trace_fill(out, layout, s64, 0, mid, head)
+        finally:
+            fut.result()
         return
+    exec_kernels.trace_fill(out, layout, s64, 0, n, head)
+
+
+def _put_cadc(out: np.ndarray, at: np.ndarray, samples: np.ndarray, rows: np.ndarray) -> None:
+    """out[at[r]:at[r] + CADC_DATA_WORDS] = the CADC_DATA words of samples[rows[r]]
+    (exec_kernels.trace_fill's numpy twin)."""
     out[at[:, None] + np.arange(CADC_DATA_WORDS)] = _pack_cadc(samples[rows])
 
 

@@ -189,8 +189,8 @@ def test_cadc_rank_declines_unsorted_samples() -> None:
 
 
 def test_trace_layout_puts_syncs_and_blocks() -> None:
-    """Records across a 2^42 wrap: TIME_SYNC before the first of the new epoch, blocks left for
-    the CADC heads, resets shifting the timer; the numpy twin writes the same words."""
+    """Records across a 2^42 wrap: TIME_SYNC before the first of the new epoch, a block after
+    the CADC head, resets shifting the timer; the numpy twin writes the same words."""
     from emulator import executor as mod
 
     big = 1 << 42
@@ -203,17 +203,20 @@ def test_trace_layout_puts_syncs_and_blocks() -> None:
     timed = np.array([True, False, True, True, True])
     row = np.array([0, -1, -1, -1, -1], np.int64)
     reset_e, reset_seq = np.array([3], np.int64), np.array([2], np.int64)
-    got = exec_kernels.trace_layout(elapsed, seq, sub, word, timed, row, reset_e, reset_seq, 74)
-    want = mod._trace_layout(elapsed, seq, sub, word, timed, row, reset_e, reset_seq)
-    np.testing.assert_array_equal(got[1], want[1])
-    np.testing.assert_array_equal(got[2], want[2])
-    keep = np.ones(got[0].size, bool)
-    keep[got[1][0]:got[1][0] + 74] = False  # the block's words: the caller's to fill
-    np.testing.assert_array_equal(got[0][keep], want[0][keep])
-    kinds = (got[0][keep] >> np.uint64(56)).tolist()
+    samples = np.arange(512, dtype=np.int64).astype(np.uint8)[None, :]
+    size, layout, mid = exec_kernels.trace_layout(elapsed, seq, sub, word, timed, row, reset_e,
+                                                  reset_seq, 74)
+    got = np.empty(size, np.uint64)
+    mod._put_trace(got, layout, mid, samples)
+    want, blocks, rows = mod._trace_layout(elapsed, seq, sub, word, timed, row, reset_e,
+                                           reset_seq)
+    mod._put_cadc(want, blocks, samples, rows)
+    np.testing.assert_array_equal(got, want)
+    kinds = (got >> np.uint64(56)).tolist()
     # sync(reset), EPISODE at timer 4, SPIKE at big - 4, then epoch 1: SYNC, CADC_HEAD, HALT
     assert kinds == [Rec.TIME_SYNC, Rec.EPISODE, Rec.SPIKE, Rec.TIME_SYNC, Rec.CADC_HEAD,
-                     Rec.HALT]
+                     *[Rec.CADC_DATA] * 74, Rec.HALT]
+    assert mid == 0  # half of one block is none: the second half starts at once
 
 
 def test_cadc_blocks_of_unaligned_samples() -> None:
@@ -225,12 +228,10 @@ def test_cadc_blocks_of_unaligned_samples() -> None:
     samples = np.frombuffer(raw, np.uint8, count=5 * 512, offset=3).reshape(5, 512)
     rows = np.array([4, 0, 2])
     at = np.array([1, 80, 160])
-    outs = []
-    for enabled in (True, False):
-        out = np.zeros(240, np.uint64)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(exec_kernels, "ENABLED", enabled)
-            mod._put_cadc(out, at, samples, rows)
-        outs.append(out)
-    np.testing.assert_array_equal(outs[0], outs[1])
-    assert int(outs[0][1 + 73]) == (int(Rec.CADC_DATA) << 56 | int(samples[4, 511]))
+    layout = (at - 1, np.zeros(3, np.uint64), np.full(3, 9, np.uint64), rows)
+    got, want = np.zeros(240, np.uint64), np.zeros(240, np.uint64)
+    mod._put_trace(got, layout, 1, samples)
+    mod._put_cadc(want, at, samples, rows)
+    want[at - 1] = 9
+    np.testing.assert_array_equal(got, want)
+    assert int(got[1 + 73]) == (int(Rec.CADC_DATA) << 56 | int(samples[4, 511]))

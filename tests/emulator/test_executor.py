@@ -655,18 +655,21 @@ def test_cadc_blocks_kernel_equals_numpy_packing() -> None:
     samples = rng.integers(0, 256, (9, 512), dtype=np.uint8)
     rows = rng.permutation(9)[:6]
     at = np.sort(rng.choice(np.arange(0, 2000, 80), 6, replace=False)) + rng.integers(0, 5)
-    outs = []
-    for enabled, split in ((True, False), (False, False), (True, True)):
+    # the same blocks as a trace layout: a CADC_HEAD word before each block
+    layout = (at - 1, np.zeros(6, np.uint64), np.full(6, int(Rec.CADC_HEAD) << 56, np.uint64),
+              rows.astype(np.int64))
+    want = np.full(2100, 7, np.uint64)
+    mod._put_cadc(want, at, samples, rows)
+    want[at - 1] = int(Rec.CADC_HEAD) << 56
+    for split in (False, True):
         out = np.full(2100, 7, np.uint64)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(exec_kernels, "ENABLED", enabled)
-            # split: the blocks in two halves on two threads (a long trace on a free host)
+            # split: the records in two halves on two threads (a long trace on a free host)
             mp.setattr(mod, "PARALLEL_CADC_BLOCKS", 2)
-            mod._put_cadc(out, at, samples, rows, split)
-        outs.append(out)
-    np.testing.assert_array_equal(outs[0], outs[1])
-    np.testing.assert_array_equal(outs[2], outs[1])
-    first = outs[0][at[0]:at[0] + 74]
+            mod._put_trace(out, layout, 3, samples, split)
+        np.testing.assert_array_equal(out, want)
+    assert exec_kernels.AVAILABLE
+    first = want[at[0]:at[0] + 74]
     assert int(first[0]) >> 56 == int(Rec.CADC_DATA)
     assert [(int(first[0]) >> (8 * j)) & 0xFF for j in range(7)] == samples[rows[0], :7].tolist()
     assert int(first[73]) & ((1 << 56) - 1) == samples[rows[0], 511]
