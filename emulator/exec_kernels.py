@@ -371,18 +371,19 @@ def event_seq(e, pos, end, times, ep, ep_pos, ep_next, out):  # noqa: ANN001, AN
     """out[j]: sort position of an event at elapsed times[j] in episode ep[j] (executor
     _async_seq's twin): 2 * (position of the first instruction executed after it; `end` after
     the last of the instructions at positions pos, times e) - 1, clipped into the episode's odd
-    positions. A time not below the previous one gallops on from its position (events come in
-    time order, a few instructions apart), any other is found by bisection."""
+    positions. A time not below the previous one walks on from its position, a cache line (8
+    times) a step, then one at a time: events come in time order, a few instructions apart,
+    and after the analog core ran e is no longer cached: a walk streams it in, where a
+    bisection or gallop waits on one load after another. Any other time is bisected."""
     n = e.shape[0]
     p = 0
     for j in range(times.shape[0]):
         t = times[j]
         if j and t >= times[j - 1]:  # e[:p] <= t: the first e above t lies at p or after
-            step = 1
-            while p + step <= n and e[p + step - 1] <= t:
-                p += step
-                step *= 2
-            p = _rank_right(e, p, min(p + step, n), t)
+            while p + 8 <= n and e[p + 7] <= t:
+                p += 8
+            while p < n and e[p] <= t:
+                p += 1
         else:
             p = _rank_right(e, 0, n, t)
         s = max(2 * (pos[p] if p < n else end) - 1, 2 * ep_pos[ep[j]] + 1)
