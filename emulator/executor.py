@@ -1,11 +1,14 @@
 """The FPGA's playback executor: one program (u64 instruction words) in, one trace out.
 
-Everything is vectorised over instructions: the playback timer of every instruction is a running
-maximum of WAIT_UNTIL targets (offset per TIMER_RESET segment), register accesses are bulk numpy
-operations, all episodes between two register writes go to the analog core as one EpisodeBatch,
-and trace records are built as arrays and put in time order with one lexsort. Python loops run
-only over sync points (episode groups split by writes, runs of writes vs reads, barriers that
-wait on barriers), never over words or events.
+Everything runs in whole-program passes, never per word or event in Python. With numba,
+compiled passes (emulator/exec_kernels.py) do the work: one scan checks every word, one pass over
+the executed instructions runs the playback timer and lists every event with its episode, and
+one builds the trace (records merged in time order, each CADC head followed by its samples).
+Their numpy twins here do the same with whole-array operations (the timer as a running maximum
+of WAIT_UNTIL targets per TIMER_RESET segment, one lexsort of the records); tests compare the
+two. Register accesses are bulk numpy operations, and all episodes between two register writes
+go to the analog core as one EpisodeBatch. Python loops run only over sync points (episode
+groups split by writes, runs of writes vs reads, barriers that wait on barriers).
 
 Semantics (what a firmware must reproduce; docs/protocol.md):
 - Time: instructions take no time; WAIT_UNTIL t waits until timer t (earlier than now: ERROR
@@ -103,7 +106,7 @@ _FIELDS = {
 _RESERVED = np.zeros(256, np.uint64)
 for _k, _m in _FIELDS.items():
     _RESERVED[int(_k)] = M56 & ~_m
-# opcodes whose words get the rarer checks of _validate (counts, ranges, system ops)
+# opcodes whose words get the rarer checks of _scan (counts, ranges, system ops)
 _RARE = np.zeros(256, bool)
 _RARE[[int(Instr.WRITE_BLOCK), int(Instr.READ), int(Instr.MADC_RECORD), int(Instr.CADC_SCHEDULE),
        int(Instr.SYSTEM)]] = True
@@ -121,7 +124,8 @@ def _rec(kind: Rec) -> int:
 
 @dataclass
 class _Records:
-    """Trace records under construction: one row per record, sorted by (time, seq, sub)."""
+    """Trace records under construction: one row per record, put in (elapsed, seq, sub) order
+    by _trace_layout or exec_kernels.trace_layout."""
 
     elapsed: list[np.ndarray] = field(default_factory=list)  # i64 monotone program clock
     seq: list[np.ndarray] = field(default_factory=list)  # i64 program position (x2, see below)
@@ -317,7 +321,7 @@ class _Run:
     # ------------------------------------------------------------------ timing
     def _events(self) -> None:
         """The timeline and the events of the executed instructions: _times, _stimuli and
-        _episodes, or exec_kernels.events (their compiled twin) in two passes."""
+        _episodes, or exec_kernels.events (their compiled twin) in one pass."""
         if not exec_kernels.use():
             self._times()
             self._stimuli()
