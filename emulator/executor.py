@@ -329,12 +329,23 @@ class _Run:
             return
         op = self.op_i
         period = cfg = np.zeros(0, np.int64)
+        bounds = self.bounds.copy()
+        # the scan counted ADC samples over every word; only executed words sample, and an
+        # MADC_RECORD with too short a period none (a 24-bit count after HALT must not size
+        # the buffers: a few such words would ask for gigabytes)
         if self.hist[Instr.MADC_RECORD]:
-            period, cfg = self._madc_config_at(self.I[op == Instr.MADC_RECORD])
+            is_madc = op == Instr.MADC_RECORD
+            period, cfg = self._madc_config_at(self.I[is_madc])
+            count = ((self.w_i[is_madc] >> _U64(32)) & _U64(COUNT24)).astype(np.int64)
+            bounds[2] = int(count[period >= MADC_MIN_PERIOD].sum())
+        if self.hist[Instr.CADC_SCHEDULE] or self.hist[Instr.CADC_TRIGGER]:
+            sched = self.w_i[op == Instr.CADC_SCHEDULE]
+            bounds[1] = int((((sched >> _U64(42)) & _U64(0x3FFF)).astype(np.int64)).sum()
+                            + np.count_nonzero(op == Instr.CADC_TRIGGER))
         ((self.e, now, off, pend), ep, spk, cadc, madc,
          (self.past_at, self.reset_at, self.bad_madc_at, self.bad_madc_cfg)) = exec_kernels.events(
             self.I, self.end, op, self.w_i, self.ex.timer, period, cfg, MADC_MIN_PERIOD,
-            _SPIKE_N, _TIMED, self.bounds)
+            _SPIKE_N, _TIMED, bounds)
         self.e_halt = max(now, pend)
         self.off_halt = off
         (self.ep_start, self.ep_pos, self.ep_index, self.ep_explicit, self.ep_end,

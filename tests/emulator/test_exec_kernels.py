@@ -235,3 +235,26 @@ def test_cadc_blocks_of_unaligned_samples() -> None:
     want[at - 1] = 9
     np.testing.assert_array_equal(got, want)
     assert int(got[1 + 73]) == (int(Rec.CADC_DATA) << 56 | int(samples[4, 511]))
+
+
+def test_sample_counts_of_words_that_never_sample_do_not_size_the_buffers(monkeypatch) -> None:
+    """Words after HALT do not run and an MADC_RECORD with too short a period samples nothing:
+    their 24-bit (MADC) and 14-bit (CADC) counts must not size the events pass' buffers (a
+    1.6 KB program would ask for gigabytes); the trace is the twin's."""
+    seen = []
+    events = exec_kernels.events
+
+    def spy(*args):  # noqa: ANN002, ANN202
+        seen.append(np.array(args[-1]))
+        return events(*args)
+
+    monkeypatch.setattr(exec_kernels, "events", spy)
+    never = [ins.madc_record(0xFFFFFF), ins.cadc_schedule(25, 0x3FFF)] * 100
+    # MADC_CONFIG of 0 (the reset value) has period 0: the executed record is refused
+    runs = _both(ins.program(ins.madc_record(0xFFFFFF), ins.cadc_schedule(25, 3),
+                             ins.cadc_trigger(), ins.halt(), *never).astype("<u8").tobytes())
+    assert runs[0] == runs[1]
+    assert seen and int(seen[0][1]) == 4 and int(seen[0][2]) == 0
+    trace = decode_trace(runs[0][0])
+    assert trace.cadc_samples.shape[0] == 4
+    assert any(code == 4 for code, *_ in trace.errors)  # BAD_INSTRUCTION: words after HALT
