@@ -1072,6 +1072,10 @@ def _put_trace(out: np.ndarray, layout: tuple, mid: int, samples: np.ndarray,
     s64 = np.ascontiguousarray(samples, np.uint8).reshape(-1, CADC_CHANNELS).view("<u8")
     if not s64.flags.aligned:  # (a view at an odd offset: its aligned copy)
         s64 = s64.copy()
+    rows = layout[3]
+    if rows.size and int(rows.max()) >= s64.shape[0]:  # (the kernel reads rows unchecked)
+        raise ValueError(f"CADC sample row {int(rows.max())} requested, the analog core "
+                         f"returned {s64.shape[0]} rows")
     head = np.uint8(Rec.CADC_DATA)
     n = layout[0].size
     blocks = int(np.count_nonzero(layout[3] >= 0)) if split else 0

@@ -27,7 +27,7 @@ from hostdriver.chip import state
 from hostdriver.chip.config import ChipConfig
 from hostdriver.chip.values import config_error
 from protocol import instructions as ins
-from protocol.codec import NUMBA, LazyJit
+from protocol.codec import NUMBA, LazyJit, numba_works
 from protocol.errors import BoardError
 from protocol.wire import LABEL_MASK, OPCODE_SHIFT, TICKS_PER_US, Instr, SystemOp
 
@@ -480,7 +480,7 @@ class Program:
                     raise config_error(f"spike labels must be integers 0..{LABEL_MASK}")
                 spike_t, spike_lab = start[se] + st, sl.astype(np.int64)
 
-        if spike_t is not None and COMPILED:
+        if spike_t is not None and COMPILED and numba_works():
             out = _layout_compiled(times, prios, words, spike_t, spike_lab, ordered, end)
         else:
             if spike_t is not None:
@@ -595,7 +595,7 @@ def _checked_spikes(s: SpikeInput, unit: str, n: int, dur: int,
     arrays (our own copies), checked in one compiled pass, where every spike lies in its episode
     and every label in range; (None, None, False) otherwise, or for other dtypes or no spikes:
     episodes() then checks them with numpy and names the first bad one."""
-    if not COMPILED:
+    if not (COMPILED and numba_works()):
         return _NO_SPIKES
     e, t, lab = (np.asarray(x).reshape(-1) for x in (s.episode, s.time, s.label))
     if not (e.dtype == lab.dtype == np.int64 and e.size == t.size == lab.size and e.size):

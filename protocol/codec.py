@@ -1,9 +1,10 @@
 """Shared core of the vectorised word codecs: bytes -> u64 views and first-error reporting.
 
 Instruction programs (protocol/instructions.py) and traces (protocol/records.py) are streams
-of little-endian u64 words; both are decoded with whole-array numpy operations. Errors are
-collected per check and the one at the lowest word offset is raised, so the report names the
-first bad word a sequential decoder would have stopped at.
+of little-endian u64 words, decoded with whole-array numpy operations (a well-formed trace by
+two compiled passes, LazyJit, where numba works). Errors are collected per check and the one at
+the lowest word offset is raised, so the report names the first bad word a sequential decoder
+would have stopped at.
 """
 
 from __future__ import annotations
@@ -73,7 +74,24 @@ def words_to_bytes(words) -> bytes:
 
 
 #: numba is installed: the compiled passes of the codecs (records, hostdriver.program) run
+#: where it also imports (numba_works)
 NUMBA = importlib.util.find_spec("numba") is not None
+_numba_imports: bool | None = None
+
+
+def numba_works() -> bool:
+    """Whether numba imports, tried once, at the first compiled call: an installed numba that
+    fails to import (e.g. next to a numpy newer than it supports) leaves the numpy twins in
+    charge instead of failing every decode."""
+    global _numba_imports
+    if _numba_imports is None:
+        try:
+            import numba  # noqa: F401
+        except Exception:  # noqa: BLE001 - any import failure means: no compiled passes
+            _numba_imports = False
+        else:
+            _numba_imports = True
+    return _numba_imports
 
 
 class LazyJit:

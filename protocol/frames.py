@@ -108,11 +108,17 @@ def data_frame_parts(channel: int, flags: int, seq: int, ack: int, window: int,
     a sender that keeps every field in range itself (protocol.link: channel 0..255, flags 0 or
     END_OF_MESSAGE, seq / ack / window < 2^16, payload <= FRAME_MAX_PAYLOAD): the same bytes
     without building and checking a Frame for each of the many frames of a long message. The
-    payload length is still checked (Link.max_payload is a public attribute)."""
+    payload length is still checked (Link.max_payload is a public attribute), and a field that
+    does not fit its header slot raises encode_frame_parts' FrameError."""
     n = len(payload)
     if n > FRAME_MAX_PAYLOAD:
         raise FrameError("frame payload too long", expected=f"<= {FRAME_MAX_PAYLOAD}", got=n)
-    head = _HEADER.pack(FRAME_MAGIC, PROTOCOL_VERSION, _DATA, channel, flags, seq, ack, window, n)
+    try:
+        head = _HEADER.pack(FRAME_MAGIC, PROTOCOL_VERSION, _DATA, channel, flags, seq, ack,
+                            window, n)
+    except struct.error:  # a field out of range after all: the checked path names it
+        return encode_frame_parts(Frame(FrameType.DATA, channel, flags, seq, ack, window,
+                                        payload))
     return head, payload, _CRC.pack(_crc32(payload, _crc32(head)))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol.codec import NUMBA, FirstError, LazyJit, as_bytes_array, hex_word
+from protocol.codec import NUMBA, FirstError, LazyJit, as_bytes_array, hex_word, numba_works
 from protocol.errors import ConfigError
 from protocol.wire import (
     CADC_CHANNELS,
@@ -295,7 +295,7 @@ def decode_trace(data) -> Trace:
     raw = as_bytes_array(data, "trace")
     if raw.size == 0:
         return Trace.empty()
-    if COMPILED:
+    if COMPILED and numba_works():
         trace = _decode_compiled(raw.view("<u8"))
         if trace is not None:
             return trace

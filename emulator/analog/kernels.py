@@ -85,7 +85,20 @@ def _lerp(v0, v1, h):  # noqa: ANN001, ANN202
 # vectoriser would load and store them per event, behind runtime alias checks, with a scalar
 # epilogue for N % LANES neurons).
 
-LANES = 16 if AVAILABLE and "+avx512f" in _llvm.get_host_cpu_features().flatten() else 8
+
+
+def _lanes() -> int:
+    """16 lanes where the host has AVX-512, else 8 (AVX2 splits nothing; narrower hardware
+    splits the vectors, still correct). Some hosts cannot report their features: 8."""
+    if not AVAILABLE:
+        return 8
+    try:
+        return 16 if "+avx512f" in _llvm.get_host_cpu_features().flatten() else 8
+    except RuntimeError:
+        return 8
+
+
+LANES = _lanes()
 
 if AVAILABLE:
     class _VecType(types.Type):
@@ -109,7 +122,8 @@ if AVAILABLE:
         return builder.bitcast(builder.gep(ary.data, [idx]), _VT.as_pointer())
 
     def _f32_array(arr) -> bool:  # noqa: ANN001
-        return isinstance(arr, types.Array) and arr.dtype == types.float32
+        """float32 and C-contiguous (the flat index of _vptr): anything else fails to type."""
+        return isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.layout == "C"
 
     @intrinsic
     def _vload(typingctx, arr, idx):  # noqa: ANN001, ANN202, ARG001

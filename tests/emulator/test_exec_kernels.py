@@ -258,3 +258,20 @@ def test_sample_counts_of_words_that_never_sample_do_not_size_the_buffers(monkey
     trace = decode_trace(runs[0][0])
     assert trace.cadc_samples.shape[0] == 4
     assert any(code == 4 for code, *_ in trace.errors)  # BAD_INSTRUCTION: words after HALT
+
+
+def test_a_core_that_returns_too_few_samples_is_refused_not_read_past() -> None:
+    """trace_fill reads the sample rows unchecked: a core returning fewer rows than samples
+    were requested is an emulator fault, named, never a read past the array."""
+
+    class ShortCore(FakeCore):
+        def run(self, b):  # noqa: ANN001, ANN202
+            res = super().run(b)
+            res.cadc_samples = res.cadc_samples[:-1]
+            return res
+
+    regs = RegisterFile(1)
+    data = ins.program(ins.episode_start(0), ins.cadc_schedule(25, 4),
+                       ins.halt()).astype("<u8").tobytes()
+    with pytest.raises(ValueError, match="returned 3 rows"):
+        Executor(regs, ShortCore(regs)).run(data)

@@ -35,3 +35,17 @@ def test_an_oversized_payload_is_refused_as_by_encode_frame_parts():
     with pytest.raises(FrameError) as got:
         data_frame_parts(1, 0, 0, 0, 1, payload)
     assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("field", ["channel", "window", "seq"])
+def test_a_field_out_of_its_slot_is_refused_as_by_encode_frame_parts(field):
+    from protocol.errors import FrameError
+
+    args = {"channel": 1, "flags": 0, "seq": 0, "ack": 0, "window": 1}
+    args[field] = 1 << 16  # Link.window is public: set past 2^16 after construction
+    with pytest.raises(FrameError) as want:
+        encode_frame_parts(Frame(FrameType.DATA, payload=b"x", **args))
+    with pytest.raises(FrameError) as got:
+        data_frame_parts(args["channel"], args["flags"], args["seq"], args["ack"],
+                         args["window"], b"x")
+    assert str(got.value) == str(want.value)

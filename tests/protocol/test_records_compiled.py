@@ -114,3 +114,34 @@ def test_mutated_traces_agree_with_the_numpy_decoder(seed, n_cadc, edits):
     for pos, val in edits:
         data[pos % len(data)] = val
     _agree(bytes(data))
+
+
+def test_a_numba_that_fails_to_import_leaves_the_numpy_passes_in_charge(tmp_path) -> None:
+    """An installed numba that raises on import (a numpy newer than it supports) must not break
+    decoding or program building: the numpy twins run."""
+    import os
+    import subprocess
+    import sys
+
+    broken = tmp_path / "numba"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('numba: numpy too new')\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        "import numpy as np\n"
+        "from protocol import codec, records\n"
+        "from hostdriver.program import Program, SpikeInput\n"
+        "assert codec.NUMBA and not codec.numba_works()\n"
+        "smp = (np.arange(512) % 256).astype(np.uint8)[None]\n"
+        "data = codec.words_to_bytes(records.encode_trace(spikes={'time': [125, 130],"
+        " 'label': [5, 6]}, cadc={'time': [140], 'index': [0]}, cadc_samples=smp))\n"
+        "t = records.decode_trace(data)\n"
+        "assert np.array_equal(t.cadc_samples, smp), t\n"
+        "p = Program()\n"
+        "p.episodes(2, 1000, spikes=SpikeInput(np.array([1, 0]), np.array([5, 9]),"
+        " np.array([3, 4])), unit='ticks')\n"
+        "print('ok')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=root)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
