@@ -205,6 +205,12 @@ class BoardEndpoint:
     def transmit(self, now: float) -> bytes:
         """Bytes to put on the wire now (frames, retransmissions, acks, due delayed frames,
         the reply of a finished background program, a keepalive ACK while one runs)."""
+        return b"".join(self.transmit_parts(now))
+
+    def transmit_parts(self, now: float) -> list[bytes | memoryview]:
+        """transmit() not yet joined: parts whose concatenation is its bytes. Without faults
+        these are the link's (header, payload, trailer) parts, the payloads read-only views of
+        the trace (an in-process host reassembles the trace from them: one copy, not two)."""
         held = self.faults_rx.release(now)
         if held:
             self._feed(held, now)
@@ -214,7 +220,14 @@ class BoardEndpoint:
             self.link.keepalive(now)
             self.keepalives_sent += 1
             self._keepalive_due = now + self.keepalive
-        return self.faults_tx.process(self.link.poll(now), now)
+        parts = self.link.poll_parts(now)
+        tx = self.faults_tx
+        # process() passes bytes through unchanged unless faults are on or a partial frame is
+        # held from when they were: only then must the parts be joined and go through it
+        if tx.active or tx._decoder.buffered:
+            out = tx.process(b"".join(parts), now)
+            return [out] if out else []
+        return parts
 
     def next_deadline(self) -> float | None:
         times = [t for t in (self.link.next_deadline(), self.faults_rx.next_deadline(),

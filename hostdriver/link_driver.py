@@ -181,12 +181,14 @@ class LinkDriver:
             due = self.link.next_deadline()
             if due is not None:
                 wait = min(wait, max(0.0, due - now))
-            data = self.transport.read(max(0.0, wait))
+            # parts, not one joined bytes object: an in-process board's frames go to the link
+            # unjoined, and each payload is copied once, into its message
+            parts = self.transport.read_parts(max(0.0, wait))
             if self._sniff is not None and len(self._sniff) < _SNIFF_BYTES:
-                self._sniff += data[:_SNIFF_BYTES]
+                self._sniff += b"".join(parts)[:_SNIFF_BYTES]
             count = 0
-            if data:
-                for channel, message in self.link.receive(data, self._clock()):
+            if parts:
+                for channel, message in self.link.receive_parts(parts, self._clock()):
                     self._inbox.setdefault(channel, deque()).append(message)
                     count += 1
                 self._flush()

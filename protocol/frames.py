@@ -232,6 +232,40 @@ class FrameDecoder:
             del buf[:pos]
         return out
 
+    def feed_parts(self, parts: list[bytes | memoryview]) -> list[Frame]:
+        """feed(b"".join(parts)) without the join, for a views decoder fed whole frames as
+        separate (header, payload, CRC trailer) parts (protocol.link.Link.poll_parts): each
+        frame is checked as feed() would check it and its payload part becomes the Frame's
+        payload, uncopied. From the first part that breaks this pattern (a bad header or CRC,
+        a frame cut differently, bytes already buffered, a writable view) on, the rest is
+        joined and fed: the same frames, counters and buffered tail as feed() of the whole."""
+        n = len(parts)
+        i = 0
+        out: list[Frame] = []
+        if self._views and not self._buf:
+            crc32, unpack_head, unpack_crc = _crc32, _HEADER.unpack, _CRC.unpack
+            while i + 3 <= n:
+                head, payload, trailer = parts[i], parts[i + 1], parts[i + 2]
+                if type(head) is not bytes or len(head) != FRAME_HEADER_SIZE or (
+                        len(trailer) != FRAME_CRC_SIZE):
+                    break
+                if type(payload) is not bytes and not (
+                        type(payload) is memoryview and payload.readonly
+                        and payload.format == "B" and payload.contiguous):
+                    break
+                fields = unpack_head(head)
+                if len(payload) != fields[-1] or _header_problem(fields) is not None:
+                    break
+                if crc32(payload, crc32(head)) != unpack_crc(trailer)[0]:
+                    break
+                out.append(Frame(_TYPES[fields[2]], fields[3], fields[4], fields[5], fields[6],
+                                 fields[7], payload))
+                self.frames += 1
+                i += 3
+        if i < n or not n:
+            out += self.feed(b"".join(parts[i:]))
+        return out
+
     def _scan(self, buf: bytes | bytearray, view: memoryview | None) -> tuple[list[Frame], int]:
         """Frames in buf and the position up to which it is consumed. view: a memoryview of
         an immutable buf (payloads become views of it); None: payloads are copied (a buffer

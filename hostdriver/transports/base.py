@@ -52,6 +52,16 @@ class Transport(abc.ABC):
         except (OSError, ValueError) as exc:
             raise LinkError(f"{self.url or type(self).__name__}: read failed: {exc}") from exc
 
+    def read_parts(self, timeout: float) -> list[bytes | memoryview]:
+        """read() as a list of parts whose concatenation is the bytes read ([] on timeout).
+
+        A pipe in this process overrides it to hand on the peer's frames unjoined (read-only
+        parts; protocol.link.Link.receive_parts decodes them in place); others return
+        [read()].
+        """
+        data = self.read(timeout)
+        return [data] if data else []
+
     def close(self) -> None:
         """Release the pipe; idempotent."""
         if self._closed:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from hostdriver.transports.base import Transport
+from protocol.errors import LinkError
 
 
 class Endpoint(Protocol):
@@ -19,6 +20,7 @@ class Endpoint(Protocol):
 
     def receive(self, data: bytes, now: float) -> Any: ...
     def transmit(self, now: float) -> bytes: ...
+    # optional: def transmit_parts(self, now: float) -> list[bytes | memoryview]
     def next_deadline(self) -> float | None: ...
 
 
@@ -41,15 +43,34 @@ class InProcessTransport(Transport):
     def _write(self, data: bytes) -> None:
         self.endpoint.receive(data, self._clock())
 
+    def read_parts(self, timeout: float) -> list[bytes | memoryview]:
+        """The endpoint's transmit_parts() as they are (no join of a megabyte trace), where
+        it has one; otherwise [read()]."""
+        transmit_parts = getattr(self.endpoint, "transmit_parts", None)
+        if transmit_parts is None:
+            return super().read_parts(timeout)
+        self._check_open()
+        try:
+            return self._wait(max(0.0, float(timeout)), transmit_parts)
+        except LinkError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise LinkError(f"{self.url or type(self).__name__}: read failed: {exc}") from exc
+
     def _read(self, timeout: float) -> bytes:
+        out = self._wait(timeout, self.endpoint.transmit)
+        return bytes(out) if out else b""
+
+    def _wait(self, timeout: float, transmit: Callable[[float], Any]) -> Any:
+        """transmit(now) until it gives something (returned) or `timeout` passes (b"" or [])."""
         now = self._clock()
         limit = now + timeout
         while True:
-            out = self.endpoint.transmit(now)
+            out = transmit(now)
             if out:
-                return bytes(out)
+                return out
             if now >= limit:
-                return b""
+                return out
             due = self.endpoint.next_deadline()
             wake = limit if due is None else min(due, limit)
             # a deadline already due that produced nothing must not make this loop spin
