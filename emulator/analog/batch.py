@@ -14,9 +14,19 @@ from protocol.addressmap import N_NEURONS
 from protocol.errors import ConfigError
 from protocol.wire import LABEL_MASK
 
+from . import kernels
+
 
 def _arr(x: object, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x).reshape(-1), dtype=dtype)
+
+
+def _range(x: np.ndarray) -> tuple[int, int]:
+    """(min, max) of a non-empty int64 array (one compiled pass where numba runs: the
+    checks of a batch are ~10 such reductions)."""
+    if kernels.AVAILABLE:
+        return kernels.int_range(x)
+    return int(x.min()), int(x.max())
 
 
 @dataclass
@@ -69,7 +79,7 @@ class EpisodeBatch:
                 raise ConfigError(f"{name} has {x.shape[0]} episode rows, expected n_episodes={e}")
         if b.duration.size != e:
             raise ConfigError(f"duration has {b.duration.size} entries, expected n_episodes={e}")
-        if (b.duration < 0).any():
+        if b.duration.size and _range(b.duration)[0] < 0:
             raise ConfigError("episode durations must be >= 0 ticks")
         for name, ep, t in (
             ("spike", b.spike_episode, b.spike_time),
@@ -78,16 +88,20 @@ class EpisodeBatch:
         ):
             if ep.size != t.size:
                 raise ConfigError(f"{name}_episode has {ep.size} entries, {name}_time {t.size}")
-            if ep.size and (ep.min() < 0 or ep.max() >= e):
+            if ep.size == 0:
+                continue
+            lo, hi = _range(ep)
+            if lo < 0 or hi >= e:
                 raise ConfigError(f"{name}_episode outside 0..{e - 1}")
-            if (t < 0).any():
+            if _range(t)[0] < 0:
                 raise ConfigError(f"{name}_time must be >= 0 ticks")
         if b.spike_label.size != b.spike_episode.size:
             raise ConfigError(
                 f"spike_label has {b.spike_label.size} entries, spike_episode "
                 f"{b.spike_episode.size}"
             )
-        if b.spike_label.size and (b.spike_label.min() < 0 or b.spike_label.max() > LABEL_MASK):
+        lo, hi = _range(b.spike_label) if b.spike_label.size else (0, 0)
+        if lo < 0 or hi > LABEL_MASK:
             raise ConfigError(f"spike labels must lie in 0..{LABEL_MASK}")
         return b
 

@@ -26,7 +26,7 @@ from .compiled import (
     compile_chip,
     with_noise,
 )
-from .events import arrival, arrival_np, block_range, dense_jumps, event_jumps, source_groups
+from .events import arrival_np, block_range, dense_jumps, event_jumps, source_groups
 from .fast import EventStream, LayerSources
 from .mismatch import ChipMismatch, MismatchConfig
 from .noise import SALT_CADC, SALT_MADC, SALT_MEMBRANE, NoiseTable
@@ -37,7 +37,6 @@ from .simulate import (
     add_blocks,
     lif_spikes,
     run_layer,
-    to_ticks,
 )
 
 MADC_NEURON_MASK = 0x1FF
@@ -318,7 +317,7 @@ class AnalogCore:
         r_ep = np.concatenate(rec_ep).astype(np.int64)
         r_t = np.concatenate(rec_t).astype(np.int64)
         r_l = np.concatenate(rec_lab).astype(np.int64)
-        o = np.lexsort((r_l, r_t, r_ep))
+        o = _event_order(r_ep, r_t, r_l)
         return EpisodeResult(
             spike_episode=r_ep[o].astype(np.int32),
             spike_time=r_t[o].astype(np.uint64),
@@ -393,8 +392,8 @@ class AnalogCore:
             ext = (step[ok], local[ev_ep[sel]][ok], ev_row[sel][ok], qbin[ok])
         starts = None
         if m.noisy:
-            starts = self.noise.offsets(SALT_MEMBRANE, b.noise_key, ids[sel_ep][None, :],
-                                        np.arange(t_steps)[:, None])  # [T, E]
+            starts = self.noise.step_offsets(SALT_MEMBRANE, b.noise_key, ids[sel_ep],
+                                             t_steps)  # [T, E]
         keep_syn, keep_ad = self._needs(m, b)
         plan = None
         if self._kernel_layers(m):
@@ -492,14 +491,13 @@ class AnalogCore:
         for li, (idx, lp) in enumerate(zip(m.layers, m.layer_params, strict=True)):
             pre_ev = None
             if sp_e and m.layer_rec[li]:
-                e_a, n_a, t_a = torch.cat(sp_e), torch.cat(sp_n), torch.cat(sp_t)
-                k_a = torch.cat(sp_k)
+                e_a, n_a, t_a, k_a = (_cat_np(x) for x in (sp_e, sp_n, sp_t, sp_k))
                 # the order the general path adds them in: emission step, episode, neuron
-                o = torch.from_numpy(np.lexsort((n_a.numpy(), e_a.numpy(), k_a.numpy())))
+                o = _spike_order(k_a, e_a, n_a)
                 e_a, n_a, t_a = e_a[o], n_a[o], t_a[o]
-                a_step, a_q = arrival(to_ticks(t_a, dt), delay, dt)
+                a_step, a_q = arrival_np(_ticks_np(t_a, dt), delay, dt)
                 ok = a_step < t_steps
-                pre_ev = (e_a[ok], n_a[ok], a_step[ok], a_q[ok])
+                pre_ev = tuple(torch.from_numpy(x[ok]) for x in (e_a, n_a, a_step, a_q))
             adex = m.layer_adex[li]
             if kern and not adex:
                 if stream is None:
@@ -577,7 +575,7 @@ class AnalogCore:
         e_l, n_i, ts = (x.numpy() for x in spikes)
         if e_l.size == 0:
             return
-        ticks = to_ticks(torch.from_numpy(ts), chip.sim.dt_ticks).numpy()
+        ticks = _ticks_np(ts, chip.sim.dt_ticks)
         ep = sel_ep[e_l]
         ok = ticks < b.duration[ep]
         ep, n_i, ticks = ep[ok], n_i[ok], ticks[ok]
@@ -769,6 +767,8 @@ def _pick(x: np.ndarray | None, sel: np.ndarray | None) -> np.ndarray | None:
 
 def _unique_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.unique(labels, return_inverse=True) for 14-bit labels, through a table (no sort)."""
+    if kernels.AVAILABLE:
+        return kernels.unique_small(np.ascontiguousarray(labels, np.int64), LABEL_MASK + 1)
     present = np.zeros(LABEL_MASK + 1, bool)
     present[labels] = True
     uniq = np.flatnonzero(present)
@@ -802,6 +802,8 @@ def _columns(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def _rank_in_episode(ep: np.ndarray) -> np.ndarray:
     """Position of each request among the requests of its episode (in input order)."""
+    if kernels.AVAILABLE:
+        return kernels.rank_in_episode(np.ascontiguousarray(ep, np.int64))
     if ep.size > 1 and bool((ep[1:] >= ep[:-1]).all()):  # grouped by episode (the usual)
         start = np.flatnonzero(np.concatenate(([True], ep[1:] != ep[:-1])))
         return np.arange(ep.size, dtype=np.int64) - np.repeat(start, np.diff(start, append=ep.size))
@@ -810,3 +812,47 @@ def _rank_in_episode(ep: np.ndarray) -> np.ndarray:
     rank = np.empty(ep.size, np.int64)
     rank[order] = np.arange(ep.size) - first
     return rank
+
+
+def _cat_np(parts: list[torch.Tensor]) -> np.ndarray:
+    """torch.cat(parts).numpy() (without the cat for a single part)."""
+    return parts[0].numpy() if len(parts) == 1 else torch.cat(parts).numpy()
+
+
+def _ticks_np(t: np.ndarray, dt_ticks: int) -> np.ndarray:
+    """simulate.to_ticks on a numpy array: the same float multiply (in t's dtype), floor."""
+    return np.floor(t * t.dtype.type(dt_ticks)).astype(np.int64)
+
+
+def _spike_order(k: np.ndarray, e: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """np.lexsort((n, e, k)) (step, episode, neuron; ties in input order) as one stable sort
+    of a combined int64 key where the three non-negative integers fit in it."""
+    return _combined_order((k, e, n))
+
+
+def _event_order(ep: np.ndarray, t: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """np.lexsort((lab, t, ep)): by episode, time, label (ties in input order)."""
+    return _combined_order((ep, t, lab))
+
+
+def _combined_order(keys: tuple[np.ndarray, ...]) -> np.ndarray:
+    """np.lexsort(keys[::-1]) (first key most significant) as a stable argsort of
+    sum key_i * prod(spans after i) where every key is >= 0 and that fits in int64 (it
+    orders exactly as the lexsort then); else the lexsort."""
+    if keys[0].size == 0:
+        return np.zeros(0, np.int64)
+    spans, total = [], 1
+    for x in keys:
+        lo, hi = kernels.int_range(x) if kernels.AVAILABLE else (int(x.min()), int(x.max()))
+        if lo < 0:
+            return np.lexsort(keys[::-1])
+        spans.append(int(hi) + 1)
+        total *= spans[-1]
+    if total >= 1 << 62:
+        return np.lexsort(keys[::-1])
+    comb = keys[0].astype(np.int64)
+    for x, span in zip(keys[1:], spans[1:], strict=True):
+        comb = comb * span + x
+    if kernels.AVAILABLE:
+        return kernels.radix_order(comb, max(total - 1, 1).bit_length())
+    return np.argsort(comb, kind="stable")

@@ -147,6 +147,12 @@ class CadcPlan:
 
     @staticmethod
     def build(ep_local: np.ndarray, t: np.ndarray, n_ep: int, n: int, dt: int) -> CadcPlan:
+        if kernels.AVAILABLE:  # one compiled pass, the same arrays as the numpy code below
+            ptr, o, j, h_index, ur = kernels.cadc_plan(np.ascontiguousarray(ep_local, _I64),
+                                                       np.ascontiguousarray(t, _I64),
+                                                       int(n_ep), int(dt))
+            return CadcPlan(ptr, o, j, h_index, torch.from_numpy((ur / dt).astype(np.float32)),
+                            np.empty((t.size, n), np.float32))
         if ep_local.size < 2 or bool((ep_local[1:] >= ep_local[:-1]).all()):  # (the usual)
             o = np.arange(ep_local.size, dtype=_I64)
         else:

@@ -798,3 +798,165 @@ def fs_write(seg, cols, j, t_rel, r0, tr, kr, r0n, e_th, vr, th, tref, dec, v_co
             r0[w] = r0n[i]
             w += 1
     return w
+
+
+# ------------------------------------------------------------------ host glue (core.py)
+# small passes that replace chains of numpy calls (each ~5-20 us of per-call overhead) around
+# the kernels; every one gives exactly the integers of the numpy code it stands in for (tested)
+
+_SM_ADD = np.uint64(0x9E3779B97F4A7C15)
+_SM_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_SM_MUL2 = np.uint64(0x94D049BB133111EB)
+
+
+@_jit
+def _splitmix64(z):  # noqa: ANN001, ANN202
+    """noise.splitmix64 of one uint64 (wrapping arithmetic)."""
+    z = z + _SM_ADD
+    z = (z ^ (z >> uint64(30))) * _SM_MUL1
+    z = (z ^ (z >> uint64(27))) * _SM_MUL2
+    return z ^ (z >> uint64(31))
+
+
+@_jit
+def hash_offsets(prefix, parts, shift):  # noqa: ANN001, ANN201
+    """noise.hash_keys(..., *parts) >> shift as int64, continuing from the hash `prefix`
+    (uint64) of the leading scalar parts; parts [K, M] int64 (reinterpreted as uint64, as
+    hash_keys does)."""
+    m = parts.shape[1]
+    out = np.empty(m, np.int64)
+    for i in range(m):
+        h = prefix
+        for k in range(parts.shape[0]):
+            h = _splitmix64(h ^ uint64(parts[k, i]))
+        out[i] = np.int64(h >> shift)
+    return out
+
+
+@_jit
+def rank_in_episode(ep):  # noqa: ANN001, ANN201
+    """Position of each item among the items of its episode (ep >= 0), in input order."""
+    n = 0
+    for i in range(ep.shape[0]):
+        n = max(n, ep[i] + 1)
+    seen = np.zeros(n, np.int64)
+    out = np.empty(ep.shape[0], np.int64)
+    for i in range(ep.shape[0]):
+        out[i] = seen[ep[i]]
+        seen[ep[i]] += 1
+    return out
+
+
+@_jit
+def unique_small(x, n):  # noqa: ANN001, ANN201
+    """np.unique(x, return_inverse=True) for integers x in 0..n-1 (as int64)."""
+    present = np.zeros(n, np.bool_)
+    for i in range(x.shape[0]):
+        present[x[i]] = True
+    lut = np.empty(n, np.int64)
+    k = 0
+    for v in range(n):
+        if present[v]:
+            lut[v] = k
+            k += 1
+    uniq = np.empty(k, np.int64)
+    for v in range(n):
+        if present[v]:
+            uniq[lut[v]] = v
+    inv = np.empty(x.shape[0], np.int64)
+    for i in range(x.shape[0]):
+        inv[i] = lut[x[i]]
+    return uniq, inv
+
+
+@_jit
+def cadc_plan(ep_local, t, n_ep, dt):  # noqa: ANN001, ANN201
+    """fast.CadcPlan.build's integer arrays: (ptr [E+1], stable order by episode, grid step
+    t // dt and residue index of each request in that order, the distinct residues t % dt in
+    increasing order)."""
+    r_n = ep_local.shape[0]
+    ptr = np.zeros(n_ep + 1, np.int64)
+    for i in range(r_n):
+        ptr[ep_local[i] + 1] += 1
+    for e in range(n_ep):
+        ptr[e + 1] += ptr[e]
+    fill = ptr[:-1].copy()
+    order = np.empty(r_n, np.int64)
+    for i in range(r_n):
+        e = ep_local[i]
+        order[fill[e]] = i
+        fill[e] += 1
+    q = np.empty(r_n, np.int64)
+    res = np.empty(r_n, np.int64)
+    present = np.zeros(dt, np.bool_)
+    for i in range(r_n):
+        q[i] = t[i] // dt
+        res[i] = t[i] - q[i] * dt  # t % dt (floored, as numpy's)
+        present[res[i]] = True
+    lut = np.empty(dt, np.int64)
+    k = 0
+    for v in range(dt):
+        if present[v]:
+            lut[v] = k
+            k += 1
+    ur = np.empty(k, np.int64)
+    for v in range(dt):
+        if present[v]:
+            ur[lut[v]] = v
+    j = np.empty(r_n, np.int64)
+    h_index = np.empty(r_n, np.int64)
+    for w in range(r_n):
+        i = order[w]
+        j[w] = q[i]
+        h_index[w] = lut[res[i]]
+    return ptr, order, j, h_index, ur
+
+
+@_jit
+def hash_grid(prefix, episodes, n_steps, shift):  # noqa: ANN001, ANN201
+    """hash_offsets(prefix, parts of (episodes[None, :], arange(n_steps)[:, None])) as [T, E]:
+    each episode's partial hash once, then one mix per (step, episode)."""
+    n_e = episodes.shape[0]
+    h1 = np.empty(n_e, np.uint64)
+    for e in range(n_e):
+        h1[e] = _splitmix64(prefix ^ uint64(episodes[e]))
+    out = np.empty((n_steps, n_e), np.int64)
+    for k in range(n_steps):
+        for e in range(n_e):
+            out[k, e] = np.int64(_splitmix64(h1[e] ^ uint64(k)) >> shift)
+    return out
+
+
+@_jit
+def int_range(x):  # noqa: ANN001, ANN201
+    """(min, max) of a non-empty integer array in one pass."""
+    lo = x[0]
+    hi = x[0]
+    for i in range(1, x.shape[0]):  # (branch-free: vectorised)
+        lo = min(lo, x[i])
+        hi = max(hi, x[i])
+    return lo, hi
+
+
+@_jit
+def radix_order(key, bits):  # noqa: ANN001, ANN201
+    """np.argsort(key, kind="stable") for keys in 0..2**bits-1: LSD radix passes of 11 bits
+    (each a stable counting sort)."""
+    n = key.shape[0]
+    order = np.arange(n)
+    tmp = np.empty(n, np.int64)
+    count = np.empty(2049, np.int64)
+    shift = 0
+    while shift < bits:
+        count[:] = 0
+        for i in range(n):
+            count[((key[order[i]] >> shift) & 2047) + 1] += 1
+        for d in range(2048):
+            count[d + 1] += count[d]
+        for i in range(n):
+            d = (key[order[i]] >> shift) & 2047
+            tmp[count[d]] = order[i]
+            count[d] += 1
+        order, tmp = tmp, order
+        shift += 11
+    return order

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import kernels
 from .mismatch import _rng
 
 TABLE_BITS = 20
@@ -23,6 +24,8 @@ SALT_MEMBRANE = 0x6D656D62
 SALT_CADC = 0x63616463
 SALT_MADC = 0x6D616463
 SALT_BACKGROUND = 0x626B6764
+_SHIFT = np.uint64(64 - TABLE_BITS)
+_PREFIX_CACHE = 256  # (salt, key) prefixes a table keeps (one batch uses 2-3)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -53,11 +56,42 @@ class NoiseTable:
         self.width = width
         t = _rng(self.serial, "temporal_noise_table").standard_normal(TABLE_SIZE + width)
         self.table = torch.from_numpy(t.astype(np.float32))
+        self._prefix: dict[tuple[int, int], np.uint64] = {}
 
     def offsets(self, salt: int, key: int, *index: np.ndarray) -> np.ndarray:
-        """Table start per index tuple (int64, in 0..TABLE_SIZE-1)."""
-        h = hash_keys(self.serial, salt, key, *index)
-        return (h >> np.uint64(64 - TABLE_BITS)).astype(np.int64)
+        """Table start per index tuple (int64, in 0..TABLE_SIZE-1). With numba: the hash of
+        (serial, salt, key) once per (salt, key), the index arrays in one compiled pass (the
+        same values as hash_keys, without its ~20 numpy temporaries per index array)."""
+        if not kernels.AVAILABLE or not index:
+            h = hash_keys(self.serial, salt, key, *index)
+            return (h >> _SHIFT).astype(np.int64)
+        arrs = [np.asarray(p, np.int64) for p in index]
+        shape = arrs[0].shape
+        if any(a.shape != shape for a in arrs):
+            arrs = np.broadcast_arrays(*arrs)
+            shape = arrs[0].shape
+        parts = np.stack([a.reshape(-1) for a in arrs])
+        return kernels.hash_offsets(self._prefix_of(salt, key), parts, _SHIFT).reshape(shape)
+
+    def step_offsets(self, salt: int, key: int, episodes: np.ndarray, n_steps: int
+                     ) -> np.ndarray:
+        """[n_steps, E] table starts per (step, episode): offsets(salt, key,
+        episodes[None, :], arange(n_steps)[:, None]), each episode's partial hash once."""
+        ep = np.ascontiguousarray(episodes, np.int64).reshape(-1)
+        if not kernels.AVAILABLE:
+            return self.offsets(salt, key, ep[None, :], np.arange(n_steps)[:, None])
+        return kernels.hash_grid(self._prefix_of(salt, key), ep, int(n_steps), _SHIFT)
+
+    def _prefix_of(self, salt: int, key: int) -> np.uint64:
+        """hash_keys(serial, salt, key), cached (a batch asks for the same 2-3)."""
+        ck = (int(salt), int(key))
+        prefix = self._prefix.get(ck)
+        if prefix is None:
+            if len(self._prefix) >= _PREFIX_CACHE:
+                self._prefix.clear()
+            prefix = np.uint64(hash_keys(self.serial, salt, key))
+            self._prefix[ck] = prefix
+        return prefix
 
     def windows(self, width: int) -> torch.Tensor:
         """[TABLE_SIZE, width] view: row i is table[i : i + width] (no copy)."""
