@@ -202,6 +202,15 @@ class BoardEndpoint:
         unless in background mode)."""
         self._feed(self.faults_rx.process(data, now), now)
 
+    def receive_parts(self, parts: list[bytes | memoryview], now: float) -> None:
+        """receive(b"".join(parts), now) without the join (an in-process host's poll_parts):
+        without faults the link decodes the parts in place; with them they are joined."""
+        rx = self.faults_rx
+        if rx.active or rx._decoder.buffered:  # process() would change or hold bytes back
+            self._feed(rx.process(b"".join(parts), now), now)
+        else:
+            self._feed(parts, now)
+
     def transmit(self, now: float) -> bytes:
         """Bytes to put on the wire now (frames, retransmissions, acks, due delayed frames,
         the reply of a finished background program, a keepalive ACK while one runs)."""
@@ -241,12 +250,16 @@ class BoardEndpoint:
         if callable(close):
             close()
 
-    def _feed(self, data: bytes, now: float) -> None:
+    def _feed(self, data: bytes | list[bytes | memoryview], now: float) -> None:
+        """Received bytes, or parts of them (receive_parts), into the link; handle messages."""
         if not data:
             return
         resets = self.link.stats.resets
         try:
-            messages = self.link.receive(data, now)
+            if type(data) is list:
+                messages = self.link.receive_parts(data, now)
+            else:
+                messages = self.link.receive(data, now)
         except LinkError as exc:  # a host message over max_message: dropped, board goes on
             self.link_errors += 1
             print(f"emulator: {exc}", file=sys.stderr)

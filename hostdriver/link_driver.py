@@ -215,9 +215,10 @@ class LinkDriver:
 
     # ------------------------------------------------------------------ internals
     def _flush(self) -> None:
-        out = self.link.poll(self._clock())
-        if out:
-            self.transport.write(out)
+        # frames unjoined: an in-process board decodes them in place (one copy of a program)
+        parts = self.link.poll_parts(self._clock())
+        if parts:
+            self.transport.write_parts(parts)
 
     def _check(self) -> None:
         if self._failure is not None:

@@ -39,6 +39,11 @@ class Transport(abc.ABC):
         except (OSError, ValueError) as exc:
             raise LinkError(f"{self.url or type(self).__name__}: write failed: {exc}") from exc
 
+    def write_parts(self, parts: list[bytes | memoryview]) -> None:
+        """write(b"".join(parts)): a pipe in this process overrides it to hand the link's
+        frames on unjoined (read-only parts, left unchanged afterwards)."""
+        self.write(b"".join(parts))
+
     def read(self, timeout: float) -> bytes:
         """Bytes received within `timeout` seconds: b"" on timeout; LinkError on a dead pipe.
 

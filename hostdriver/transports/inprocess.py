@@ -19,6 +19,7 @@ class Endpoint(Protocol):
     """The board side: emulator.endpoint.BoardEndpoint satisfies it."""
 
     def receive(self, data: bytes, now: float) -> Any: ...
+    # optional: def receive_parts(self, parts: list[bytes | memoryview], now: float) -> Any
     def transmit(self, now: float) -> bytes: ...
     # optional: def transmit_parts(self, now: float) -> list[bytes | memoryview]
     def next_deadline(self) -> float | None: ...
@@ -42,6 +43,23 @@ class InProcessTransport(Transport):
 
     def _write(self, data: bytes) -> None:
         self.endpoint.receive(data, self._clock())
+
+    def write_parts(self, parts: list[bytes | memoryview]) -> None:
+        """The parts to the endpoint's receive_parts() where it has one (no join of a long
+        program); otherwise write(b"".join(parts))."""
+        receive_parts = getattr(self.endpoint, "receive_parts", None)
+        if receive_parts is None:
+            super().write_parts(parts)
+            return
+        self._check_open()
+        if not parts:
+            return
+        try:
+            receive_parts(list(parts), self._clock())
+        except LinkError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise LinkError(f"{self.url or type(self).__name__}: write failed: {exc}") from exc
 
     def read_parts(self, timeout: float) -> list[bytes | memoryview]:
         """The endpoint's transmit_parts() as they are (no join of a megabyte trace), where
