@@ -254,12 +254,15 @@ class FrameDecoder:
                         and payload.format == "B" and payload.contiguous):
                     break
                 fields = unpack_head(head)
-                if len(payload) != fields[-1] or _header_problem(fields) is not None:
+                magic, version, ftype, channel, flags, seq, ack, window, length = fields
+                # (_header_problem's checks on ints; any doubt: the joined path decides)
+                if (magic != FRAME_MAGIC or version != PROTOCOL_VERSION or flags & ~_KNOWN_FLAGS
+                        or len(payload) != length or length > FRAME_MAX_PAYLOAD
+                        or (ftype != _DATA and (channel or seq or ftype not in _TYPES))):
                     break
                 if crc32(payload, crc32(head)) != unpack_crc(trailer)[0]:
                     break
-                out.append(Frame(_TYPES[fields[2]], fields[3], fields[4], fields[5], fields[6],
-                                 fields[7], payload))
+                out.append(Frame(_TYPES[ftype], channel, flags, seq, ack, window, payload))
                 self.frames += 1
                 i += 3
         if i < n or not n:

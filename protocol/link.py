@@ -343,7 +343,7 @@ class Link:
         place; anything else is joined and fed as receive() would. Views among the parts must
         be read-only views of buffers nobody changes (a message is copied out of them on
         delivery; fragments of one not yet complete keep referring to them)."""
-        self.stats.bytes_received += sum(len(p) for p in parts)
+        self.stats.bytes_received += sum(map(len, parts))
         return self._receive_frames(self._decoder.feed_parts(parts), now)
 
     def _receive_frames(self, frames: list[Frame], now: float) -> list[tuple[int, bytes]]:
