@@ -70,6 +70,7 @@ def test_parts_pass_through_uncopied_where_the_endpoint_takes_them():
     back = t.read_parts(1.0)
     assert back[1] is payload
     t.write_parts([])
+    t.write_parts([b"", memoryview(b"")])
     assert len(ep.got_parts) == 1  # nothing to write: the endpoint is not called
 
 
