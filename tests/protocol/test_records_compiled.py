@@ -13,7 +13,7 @@ from protocol.errors import DecodeError
 from protocol.records import decode_trace, encode_trace
 from protocol.wire import CADC_DATA_WORDS, Rec
 
-FUZZ = settings(max_examples=200, deadline=2000,
+FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 EPOCH = 1 << 42
 
