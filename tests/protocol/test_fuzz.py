@@ -19,7 +19,7 @@ from protocol.link import Link
 from protocol.records import Trace, decode_trace, encode_trace
 from protocol.wire import FrameType
 
-FUZZ = settings(max_examples=250, deadline=2000,
+FUZZ = settings(max_examples=250, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
