@@ -888,27 +888,16 @@ def cadc_plan(ep_local, t, n_ep, dt):  # noqa: ANN001, ANN201
         fill[e] += 1
     q = np.empty(r_n, np.int64)
     res = np.empty(r_n, np.int64)
-    present = np.zeros(dt, np.bool_)
     for i in range(r_n):
         q[i] = t[i] // dt
         res[i] = t[i] - q[i] * dt  # t % dt (floored, as numpy's)
-        present[res[i]] = True
-    lut = np.empty(dt, np.int64)
-    k = 0
-    for v in range(dt):
-        if present[v]:
-            lut[v] = k
-            k += 1
-    ur = np.empty(k, np.int64)
-    for v in range(dt):
-        if present[v]:
-            ur[lut[v]] = v
+    ur, res_index = unique_small(res, dt)
     j = np.empty(r_n, np.int64)
     h_index = np.empty(r_n, np.int64)
     for w in range(r_n):
         i = order[w]
         j[w] = q[i]
-        h_index[w] = lut[res[i]]
+        h_index[w] = res_index[i]
     return ptr, order, j, h_index, ur
 
 
