@@ -35,7 +35,7 @@ _CADC_TRIGGER = int(Instr.CADC_TRIGGER)
 _CADC_SCHEDULE = int(Instr.CADC_SCHEDULE)
 _MADC_RECORD = int(Instr.MADC_RECORD)
 _TIME_SYNC = np.uint64(int(Rec.TIME_SYNC))
-_FAR = np.iinfo(np.int64).max // 4  # next-episode position of the last episode
+NO_NEXT_EPISODE = np.iinfo(np.int64).max // 4  # next-episode position of the last episode
 _NEVER = np.iinfo(np.int64).min  # latest event of an episode without any
 
 
@@ -355,7 +355,7 @@ def events(pos, end, op, w, e0, madc_period, madc_cfg, min_period, spike_n, time
     ep_next = np.empty(n_ep, np.int64)
     for k in range(n_ep):
         ep_end[k] = max(ep_start[k + 1] if k + 1 < n_ep else e_halt, last[k] + 1)
-        ep_next[k] = ep_pos[k + 1] if k + 1 < n_ep else _FAR
+        ep_next[k] = ep_pos[k + 1] if k + 1 < n_ep else NO_NEXT_EPISODE
     ep_explicit = np.ones(n_ep, np.bool_)
     ep_explicit[:first] = False
     return ((e, now, off, pend),

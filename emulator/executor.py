@@ -613,7 +613,7 @@ class _Run:
             if t.size:
                 _max_into(end, ep, t + 1)
         self.ep_end = end
-        self.ep_next_pos = np.append(self.ep_pos[1:], np.iinfo(np.int64).max // 4)
+        self.ep_next_pos = np.append(self.ep_pos[1:], exec_kernels.NO_NEXT_EPISODE)
         self.n_episodes = n_ep
         # event times within their episodes (what the core gets)
         self.spk_rel = self.spk_time - self.ep_start[self.spk_ep]

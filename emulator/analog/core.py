@@ -804,9 +804,6 @@ def _rank_in_episode(ep: np.ndarray) -> np.ndarray:
     """Position of each request among the requests of its episode (in input order)."""
     if kernels.AVAILABLE:
         return kernels.rank_in_episode(np.ascontiguousarray(ep, np.int64))
-    if ep.size > 1 and bool((ep[1:] >= ep[:-1]).all()):  # grouped by episode (the usual)
-        start = np.flatnonzero(np.concatenate(([True], ep[1:] != ep[:-1])))
-        return np.arange(ep.size, dtype=np.int64) - np.repeat(start, np.diff(start, append=ep.size))
     order = np.argsort(ep, kind="stable")
     first = np.searchsorted(ep[order], ep[order], side="left")
     rank = np.empty(ep.size, np.int64)
